@@ -14,12 +14,14 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from alertclf.errors import AlertclfError
+
 Algorithm = Literal["kmeans", "dbscan", "agglomerative", "hdbscan", "auto"]
 Weekday = Literal["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
 Engine = Literal["local", "spark"]
 
 
-class SettingsError(ValueError):
+class SettingsError(AlertclfError, ValueError):
     """A setting is unknown, ill-typed or out of range; the message says which and why."""
 
 
