@@ -147,6 +147,30 @@ def alert_family(alert_name: str) -> str:
     return "other"
 
 
+# Families a caller can show when one of its dependencies fails.
+SYMPTOM_FAMILIES = frozenset({"latency", "errors", "availability", "other"})
+# Words of alerts that report a fault of the service itself (its pods crash, are killed,
+# are missing): a failing dependency slows or fails a caller, it does not kill its pods.
+_LOCAL_FAULT_WORDS = frozenset(
+    {"crash", "crashlooping", "crashloop", "killed", "replicas", "mismatch", "oom", "evicted",
+     "restart", "restarts", "absent", "down", "rollout"}
+)  # fmt: skip
+
+
+@lru_cache(maxsize=65_536)
+def can_be_symptom(alert_name: str) -> bool:
+    """Whether this alert may be a symptom of a failing dependency (latency, errors,
+    readiness) rather than necessarily a fault of its own service (CPU, disk, crash)."""
+    if alert_family(alert_name) not in SYMPTOM_FAMILIES:
+        return False
+    return not (set(name_tokens(alert_name)) & _LOCAL_FAULT_WORDS)
+
+
+@lru_cache(maxsize=256)
+def symptom_types_for(kind: str, family: str) -> tuple[AlertType, ...]:
+    return tuple(a for a in alert_types_for(kind, family) if can_be_symptom(a.name))
+
+
 @lru_cache(maxsize=256)
 def alert_types_for(kind: str, family: str) -> tuple[AlertType, ...]:
     """Catalogue entries of one family that fire on a node of this kind."""

@@ -8,7 +8,8 @@ What is simulated, and why (each item is a phenomenon real alert storms show):
 * **Propagation.** The fault spreads to the root's *dependants* (callers) up the graph,
   one hop at a time, each caller affected with probability ``0.85 * 0.6**(hop-1)``
   (dampening) after a delay of 0.5-3 minutes per hop, firing *symptom* alerts
-  (latency, errors, availability) rather than the root's family.
+  (latency, errors, readiness) rather than the root's family: a failing dependency
+  slows or fails its callers, it does not make their pods crash.
 * **Re-firing.** Every firing alert repeats every 3-8 minutes while the incident lasts:
   these repeats are the duplicates dedup must find.
 * **Replicas.** A share of alerts fire from 2-4 replicas at once, each under its own pod
@@ -42,7 +43,13 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from alertclf.catalogue import CATALOGUE, FAMILIES, AlertType, alert_types_for
+from alertclf.catalogue import (
+    CATALOGUE,
+    FAMILIES,
+    AlertType,
+    alert_types_for,
+    symptom_types_for,
+)
 from alertclf.topology import infer_kind
 
 logger = logging.getLogger(__name__)
@@ -51,7 +58,7 @@ SCENARIOS: dict[str, dict[str, float]] = {
     # incidents/day outside storms, storms/day (3-6 overlapping incidents each)
     "calm": {"incidents_per_day": 10, "storms_per_day": 0},
     "mixed": {"incidents_per_day": 16, "storms_per_day": 2},
-    "storm": {"incidents_per_day": 16, "storms_per_day": 12},
+    "storm": {"incidents_per_day": 6, "storms_per_day": 6},
 }
 
 # Fault families a node kind can suffer, with weights.
@@ -269,15 +276,28 @@ def simulate(config: SimulationConfig, graph: nx.DiGraph | None = None) -> Simul
     kind_arr = np.array(kinds)
     root_weights = np.array([ROOT_KIND_WEIGHTS[k] for k in kinds])
     root_weights = root_weights / root_weights.sum()
+    # A service already in an incident does not start a second one: its monitoring
+    # would show one continuing problem, and no grouping could tell the two apart.
+    busy_until: dict[int, float] = {}
     for inc, (t0, forced_root) in enumerate(starts):
         duration = float(np.clip(rng.lognormal(np.log(30), 0.6), 8, 180))
         if forced_root is None and rng.random() < config.unknown_incident_share:
             u = int(rng.integers(len(UNKNOWN_SERVICES)))
+            if busy_until.get(-1 - u, -1.0) >= t0:
+                continue
+            busy_until[-1 - u] = t0 + duration
             family = str(rng.choice(["cpu", "memory", "disk", "availability"]))
             _emit_unknown(rows, names, u, family, atypes, atype_index, t0, duration, inc, rng)
             incident_rows.append((inc, t0, duration, UNKNOWN_SERVICES[u], family))
             continue
         root = forced_root if forced_root is not None else int(rng.choice(len(nodes), p=root_weights))
+        for _ in range(20):
+            if busy_until.get(root, -1.0) < t0:
+                break
+            root = int(rng.choice(len(nodes), p=root_weights))
+        else:
+            continue
+        busy_until[root] = t0 + duration
         kind = kinds[root]
         family = _pick_weighted(FAULTS_BY_KIND[kind], kind, rng)
         root_types = alert_types_for(kind, family)
@@ -300,8 +320,10 @@ def simulate(config: SimulationConfig, graph: nx.DiGraph | None = None) -> Simul
                     nxt[caller] = delay + rng.uniform(0.5, 3.0)
             for caller, delay in sorted(nxt.items()):
                 ckind = kinds[caller]
-                sym_family = _pick_weighted(SYMPTOMS_BY_FAULT[family], ckind, rng)
-                options = alert_types_for(ckind, sym_family) or alert_types_for("service", "latency")
+                sym_family = _pick_weighted(SYMPTOMS_BY_FAULT[family], ckind, rng, symptom=True)
+                options = symptom_types_for(ckind, sym_family) or symptom_types_for(
+                    "service", "latency"
+                )
                 a = options[int(rng.integers(len(options)))]
                 _emit_firing(rows, names, caller, atype_index[a.name], t0 + delay,
                              t0 + duration, inc, False, config.replica_share * 0.5,
@@ -322,15 +344,18 @@ def simulate(config: SimulationConfig, graph: nx.DiGraph | None = None) -> Simul
     return _assemble(cols, names, nodes, atypes, incident_rows, len(starts), graph, config, rng)
 
 
-def _pick_weighted(weights: dict[str, float], kind: str, rng: np.random.Generator) -> str:
+def _pick_weighted(
+    weights: dict[str, float], kind: str, rng: np.random.Generator, symptom: bool = False
+) -> str:
     """A family from ``weights``, among those with catalogue alerts for this node kind."""
-    keys, cum = _weighted_choices(tuple(sorted(weights.items())), kind)
+    keys, cum = _weighted_choices(tuple(sorted(weights.items())), kind, symptom)
     return keys[int(np.searchsorted(cum, rng.random() * cum[-1], side="right"))]
 
 
 @lru_cache(maxsize=256)
-def _weighted_choices(weights: tuple[tuple[str, float], ...], kind: str):
-    keys = [k for k, _ in weights if alert_types_for(kind, k)]
+def _weighted_choices(weights: tuple[tuple[str, float], ...], kind: str, symptom: bool):
+    available = symptom_types_for if symptom else alert_types_for
+    keys = [k for k, _ in weights if available(kind, k)]
     if not keys:
         keys = ["latency"] if alert_types_for(kind, "latency") else ["availability"]
         return keys, np.array([1.0])
@@ -410,7 +435,7 @@ def _emit_noise(rows, names, kind_arr, families, atypes, n_alerts, span_min, fir
 
 def _assemble(cols, names, nodes, atypes, incident_rows, n_incidents, graph, config, rng):
     t = cols["t"]
-    keep = t >= 0
+    keep = (t >= 0) & _unmasked(cols, config.dedup_window_minutes)
     order = np.lexsort((cols["name"][keep], cols["atype"][keep], t[keep]))
     sel = {k: v[keep][order] for k, v in cols.items()}
     n = len(sel["t"])
@@ -514,6 +539,31 @@ def _render(template: str, fields: dict[str, np.ndarray]) -> np.ndarray:
         out = out + template[pos : match.start()] + fields[match.group(1)].astype(object)
         pos = match.end()
     return out + template[pos:]
+
+
+def _unmasked(cols: dict[str, np.ndarray], window: float) -> np.ndarray:
+    """Drop alerts that a still-firing identical alert of another incident hides.
+
+    One alert rule on one service is one alert instance: while it fires for incident A,
+    incident B cannot make it fire again, so B's copies never reach the alert stream
+    (and the ground truth stays unambiguous).
+    """
+    frame = pd.DataFrame({"node": cols["node"], "atype": cols["atype"], "t": cols["t"],
+                          "inc": cols["incident"]})  # fmt: skip
+    shared = frame.groupby(["node", "atype"])["inc"].transform("nunique") > 1
+    keep = np.ones(len(frame), dtype=bool)
+    sub = frame[shared].sort_values(["node", "atype", "t"], kind="stable")
+    owner_key, owner, last = None, -1, -np.inf
+    for pos, node, atype, t, inc in zip(sub.index, sub["node"], sub["atype"], sub["t"],
+                                        sub["inc"], strict=True):  # fmt: skip
+        if (node, atype) != owner_key:
+            owner_key, owner, last = (node, atype), inc, t
+            continue
+        if inc != owner and t - last <= window:
+            keep[pos] = False
+            continue
+        owner, last = inc, t
+    return keep
 
 
 def _truth_duplicates(true_service, alert_name, minutes, config) -> np.ndarray:

@@ -1,0 +1,397 @@
+"""Consolidation: alerts -> incident groups along the dependency graph and time.
+
+How a group forms and grows (and why it does not chain)
+-------------------------------------------------------
+Alerts are taken in time order. Every group has one **root** service, the service
+whose fault is believed to explain the group. An alert on service ``s`` joins a group
+only by its relation *to the group's root*, never to an arbitrary member:
+
+1. ``s`` is the root itself;
+2. ``s`` is a *caller* of the root within ``group_max_hops`` hops (a symptom: faults
+   travel up the dependency graph, from a service to those that call it), and the
+   alert is of a symptom family (latency, errors, availability, network, other) --
+   a CPU or disk alert on a caller is its own problem, not a symptom;
+3. ``s`` is a *dependency* of the root, the group is still young (it began less than
+   ``root_lag`` ago) and all its services are callers of ``s``: the first alerts were
+   symptoms that outran their cause, so the group is **re-rooted** at ``s``.
+
+A group is a candidate only while it is active: its last alert is at most
+``time_window_minutes`` old and it began at most ``group_max_span_minutes`` ago. Among
+several candidates (a gateway above two simultaneous incidents) the alert goes to the
+group that (a) already holds this service, else (b) holds one of the service's direct
+dependencies (the path the fault travelled), else (c) has the nearest root in hops;
+ties go to the group whose evidence is most recent. Because membership is always
+measured from the root, a shared gateway cannot bridge two incidents into one: that is
+the single-linkage chaining that merges every incident of a storm.
+
+Alerts whose service is not in the graph are grouped only with alerts of the same
+(normalised) service name.
+
+State: groups still active at the end of a batch are returned as
+:class:`ConsolidationState` and continue in the next batch with the same ``group_id``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import deque
+from dataclasses import asdict, dataclass, field
+
+import networkx as nx
+import numpy as np
+import pandas as pd
+
+from alertclf.catalogue import can_be_symptom
+from alertclf.settings import Settings
+
+# How an alert joined its group (column ``group_reason``).
+REASONS: dict[str, str] = {
+    "new": "first alert of a new group, on its root service",
+    "repeat": "the same alert on the same service fired again within the window",
+    "root": "another alert on the group's root service",
+    "symptom": "symptom on a caller of the root, through an alerting dependency",
+    "reroot": "the group's first alerts were symptoms of this service, now its root",
+}
+UNMAPPED_PREFIX = "?"
+NS_PER_MINUTE = 60 * 10**9
+
+
+@dataclass
+class Group:
+    group_id: str
+    root: str
+    start: int  # epoch ns of the first alert
+    last_seen: int
+    # service key -> [first alert ns, last alert ns] in this group
+    members: dict[str, list[int]] = field(default_factory=dict)
+    n_alerts: int = 0
+    root_changes: int = 0
+    symptoms_only: bool = True  # every alert so far is of a symptom family
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class ConsolidationState:
+    """Groups still open at the end of a batch, carried into the next one."""
+
+    groups: list[Group] = field(default_factory=list)
+    # [service key, alert name, group id, last alert ns] of alert series still firing
+    series: list[list] = field(default_factory=list)
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {"groups": [g.to_json() for g in self.groups], "series": self.series}, sort_keys=True
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> ConsolidationState:
+        data = json.loads(text) if text else {}
+        return cls(
+            groups=[Group(**g) for g in data.get("groups", [])],
+            series=[list(x) for x in data.get("series", [])],
+        )
+
+
+class CallerIndex:
+    """Callers of a node within ``max_hops`` (with their hop count), computed on demand.
+
+    Kept per graph and reused across batches; a BFS over the reversed adjacency only
+    touches the upstream cone of one node.
+    """
+
+    def __init__(self, graph: nx.DiGraph, max_hops: int) -> None:
+        self.max_hops = max_hops
+        self._pred = {str(n): [str(p) for p in graph.predecessors(n)] for n in graph.nodes}
+        self._succ = {str(n): {str(s) for s in graph.successors(n)} for n in graph.nodes}
+        self._cache: dict[str, dict[str, int]] = {}
+        self._pred_set: dict[str, set[str]] = {}
+
+    def __contains__(self, node: str) -> bool:
+        return node in self._pred
+
+    def callers(self, node: str) -> dict[str, int]:
+        cached = self._cache.get(node)
+        if cached is not None:
+            return cached
+        hops = {node: 0}
+        queue = deque([node])
+        while queue:
+            current = queue.popleft()
+            depth = hops[current]
+            if depth == self.max_hops:
+                continue
+            for caller in self._pred.get(current, ()):
+                if caller not in hops:
+                    hops[caller] = depth + 1
+                    queue.append(caller)
+        self._cache[node] = hops
+        return hops
+
+    def dependencies(self, node: str) -> set[str]:
+        return self._succ.get(node, set())
+
+    def direct_callers(self, node: str) -> set[str]:
+        return self._pred_set.setdefault(node, set(self._pred.get(node, ())))
+
+
+def service_keys(alerts: pd.DataFrame) -> np.ndarray:
+    """The graph node of each alert, or ``?<normalised name>`` when it is unmapped."""
+    mapped = alerts["mapped_service"].fillna("").astype(str).to_numpy(dtype=object)
+    raw = alerts["service"].fillna("").astype(str).str.strip().str.lower().to_numpy(dtype=object)
+    return np.where(mapped != "", mapped, UNMAPPED_PREFIX + raw)
+
+
+def to_epoch_ns(timestamps: pd.Series) -> np.ndarray:
+    ts = pd.to_datetime(timestamps, utc=True)
+    return ts.dt.tz_localize(None).to_numpy(dtype="datetime64[ns]").astype(np.int64)
+
+
+def consolidate(
+    alerts: pd.DataFrame,
+    graph: nx.DiGraph,
+    settings: Settings,
+    state: ConsolidationState | None = None,
+    index: CallerIndex | None = None,
+) -> Consolidation:
+    """Assign every alert a ``group_id``.
+
+    Returns the ids (aligned with ``alerts``), one row per group touched by the batch
+    (its root, first alert and size so far, including alerts of earlier batches) and the
+    state of the groups still open at the end of the batch.
+
+    Needs columns ``alert_id, timestamp, service, alert_name, mapped_service``. The order
+    of the input rows does not matter: alerts are taken by (timestamp, alert_id).
+    """
+    index = index or CallerIndex(graph, settings.group_max_hops)
+    grouper = _Grouper(index, settings, state or ConsolidationState())
+    if len(alerts) == 0:
+        return Consolidation(
+            pd.Series([], index=alerts.index, dtype=object, name="group_id"),
+            _groups_frame([]),
+            grouper.state_at(None),
+            pd.Series([], index=alerts.index, dtype=object, name="group_reason"),
+        )
+    times = to_epoch_ns(alerts["timestamp"])
+    keys = service_keys(alerts)
+    names = alerts["alert_name"].astype(str).to_numpy(dtype=object)
+    symptom_like = np.array([can_be_symptom(n) for n in names], dtype=bool)
+    ids = alerts["alert_id"].astype(str).to_numpy(dtype=object)
+    assigned = np.empty(len(alerts), dtype=object)
+    reasons = np.empty(len(alerts), dtype=object)
+    for pos in np.lexsort((ids, times)):
+        group, reasons[pos] = grouper.add(
+            int(times[pos]), keys[pos], names[pos], symptom_like[pos], ids[pos]
+        )
+        assigned[pos] = group.group_id
+    if grouper.alias:
+        assigned = np.array([grouper.resolve(g) for g in assigned], dtype=object)
+    return Consolidation(
+        pd.Series(assigned, index=alerts.index, name="group_id"),
+        _groups_frame(list(grouper.touched.values())),
+        grouper.state_at(int(times.max())),
+        pd.Series(reasons, index=alerts.index, name="group_reason"),
+    )
+
+
+class _Grouper:
+    """The online grouping of one batch (see the module docstring for the rules)."""
+
+    def __init__(self, index: CallerIndex, settings: Settings, state: ConsolidationState):
+        self.index = index
+        self.window = settings.time_window_minutes * NS_PER_MINUTE
+        self.max_span = settings.group_max_span_minutes * NS_PER_MINUTE
+        # Symptoms may show up before their cause, but not by much: the cause's own
+        # monitoring lags by a scrape or two. A third of the window bounds that lag.
+        self.root_lag = max(1, settings.time_window_minutes // 3) * NS_PER_MINUTE
+        self.active: dict[str, Group] = {}
+        self.touched: dict[str, Group] = {}
+        # service key -> ids of active groups it may join (their root or a caller of it)
+        self.reach: dict[str, set[str]] = {}
+        # (service key, alert name) -> (group id, last alert ns): a re-firing alert stays
+        # with the group its first occurrence went to.
+        self.series: dict[tuple[str, str], tuple[str, int]] = {}
+        # merged group id -> the id it was merged into
+        self.alias: dict[str, str] = {}
+        for group in state.groups:
+            self._open(Group(**asdict(group)))
+        for key, name, gid, last in state.series:
+            self.series[(key, name)] = (gid, int(last))
+
+    # --- bookkeeping ---------------------------------------------------------------
+    def _cone(self, root: str) -> dict[str, int]:
+        return self.index.callers(root) if root in self.index else {root: 0}
+
+    def _open(self, group: Group) -> None:
+        self.active[group.group_id] = group
+        for caller in self._cone(group.root):
+            self.reach.setdefault(caller, set()).add(group.group_id)
+
+    def _close(self, group: Group) -> None:
+        for caller in self._cone(group.root):
+            bucket = self.reach.get(caller)
+            if bucket is not None:
+                bucket.discard(group.group_id)
+                if not bucket:
+                    del self.reach[caller]
+        self.active.pop(group.group_id, None)
+
+    def _is_active(self, group: Group, t: int) -> bool:
+        return t - group.last_seen <= self.window and t - group.start <= self.max_span
+
+    # --- one alert -------------------------------------------------------------------
+    def add(
+        self, t: int, key: str, name: str, is_symptom: bool, alert_id: str
+    ) -> tuple[Group, str]:
+        """Place one alert; return its group and why (``REASONS``)."""
+        reason = "repeat"
+        group = self._same_series(t, key, name)
+        if group is None:
+            group = self._best_candidate(t, key, is_symptom)
+            reason = "root" if group is not None and group.root == key else "symptom"
+        if group is None and key in self.index:
+            group = self._reroot(t, key)
+            reason = "reroot"
+        if group is None:
+            group = Group(group_id=_group_id(key, t, alert_id), root=key, start=t, last_seen=t)
+            self._open(group)
+            reason = "new"
+        group.last_seen = max(group.last_seen, t)
+        span = group.members.setdefault(key, [t, t])
+        span[1] = max(span[1], t)
+        group.n_alerts += 1
+        group.symptoms_only = group.symptoms_only and is_symptom
+        self.series[(key, name)] = (group.group_id, t)
+        self.touched[group.group_id] = group
+        return group, reason
+
+    def _same_series(self, t: int, key: str, name: str) -> Group | None:
+        previous = self.series.get((key, name))
+        if previous is None or t - previous[1] > self.window:
+            return None
+        group = self.active.get(self.resolve(previous[0]))
+        return group if group is not None and t - group.start <= self.max_span else None
+
+    def _best_candidate(self, t: int, key: str, is_symptom: bool) -> Group | None:
+        best, best_score = None, None
+        for gid in list(self.reach.get(key, ())):
+            group = self.active.get(gid)
+            if group is None:
+                continue
+            if not self._is_active(group, t):
+                self._close(group)
+                continue
+            hops = self._cone(group.root).get(key)
+            # On a caller, only symptoms join: a CPU alert there is its own problem.
+            if hops is None or (hops > 0 and not is_symptom):
+                continue
+            score = _score(group, key, hops, self.index, t)
+            if score is not None and (best_score is None or score > best_score):
+                best, best_score = group, score
+        return best
+
+    def _reroot(self, t: int, key: str) -> Group | None:
+        """Young groups of symptoms, all on callers of ``key``, outran their cause:
+        they become one group rooted at ``key`` (the oldest keeps its id)."""
+        direct = self.index.direct_callers(key)
+        early = [
+            g
+            for g in list(self.active.values())
+            if g.symptoms_only
+            and t - g.start <= self.root_lag
+            and self._is_active(g, t)
+            and g.root != key
+            and all(m in direct for m in g.members)
+        ]
+        if not early:
+            return None
+        early.sort(key=lambda g: (g.start, g.group_id))
+        survivor = early[0]
+        self._close(survivor)
+        for other in early[1:]:
+            self._close(other)
+            self.alias[other.group_id] = survivor.group_id
+            self.touched.pop(other.group_id, None)
+            for member, (first, last) in other.members.items():
+                span = survivor.members.setdefault(member, [first, last])
+                span[0], span[1] = min(span[0], first), max(span[1], last)
+            survivor.n_alerts += other.n_alerts
+            survivor.last_seen = max(survivor.last_seen, other.last_seen)
+        survivor.root = key
+        survivor.root_changes += 1
+        self._open(survivor)
+        return survivor
+
+    def resolve(self, group_id: str) -> str:
+        """The group an id now belongs to, after merges."""
+        while group_id in self.alias:
+            group_id = self.alias[group_id]
+        return group_id
+
+    def state_at(self, end: int | None) -> ConsolidationState:
+        if end is None:
+            groups = list(self.active.values())
+        else:
+            groups = [g for g in self.active.values() if self._is_active(g, end)]
+        groups.sort(key=lambda g: (g.start, g.group_id))
+        open_ids = {g.group_id for g in groups}
+        series = sorted(
+            [k, n, self.resolve(gid), last]
+            for (k, n), (gid, last) in self.series.items()
+            if self.resolve(gid) in open_ids and (end is None or end - last <= self.window)
+        )
+        return ConsolidationState([Group(**asdict(g)) for g in groups], series)
+
+
+@dataclass
+class Consolidation:
+    group_ids: pd.Series
+    groups: pd.DataFrame  # group_id, root, start, last_seen, n_alerts_total, root_changes
+    state: ConsolidationState
+    reasons: pd.Series  # how each alert joined its group: one of REASONS
+
+
+def _groups_frame(groups: list[Group]) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "group_id": [g.group_id for g in groups],
+            "root": [g.root for g in groups],
+            "start": pd.to_datetime([g.start for g in groups], unit="ns", utc=True),
+            "last_seen": pd.to_datetime([g.last_seen for g in groups], unit="ns", utc=True),
+            "n_alerts_total": [g.n_alerts for g in groups],
+            "root_changes": [g.root_changes for g in groups],
+        }
+    )
+
+
+def _score(group: Group, key: str, hops: int, index: CallerIndex, t: int) -> tuple | None:
+    """Why this group explains an alert on ``key``, as a sortable tuple; None if it can't.
+
+    A fault reaches a caller through one of its dependencies, so a symptom joins a group
+    only if the group already holds the service itself or one of its direct
+    dependencies. Among such groups the one whose trouble on that path began most
+    recently (before this alert) wins; then the nearest root; then the youngest group.
+    """
+    onsets = [
+        group.members[d][0]
+        for d in index.dependencies(key)
+        if d in group.members and group.members[d][0] <= t
+    ]
+    if key in group.members:
+        onsets.append(group.members[key][0])
+    if not onsets:
+        return None
+    # A lone symptom (one service, no resource alert) is weak evidence of a fault:
+    # background noise looks exactly like that.
+    established = not group.symptoms_only or group.n_alerts > 1
+    return (established, max(onsets), -hops, group.start)
+
+
+def _group_id(root: str, t: int, first_alert: str) -> str:
+    stamp = pd.Timestamp(t, unit="ns").strftime("%Y%m%d-%H%M%S")
+    digest = hashlib.sha1(f"{root}|{t}|{first_alert}".encode()).hexdigest()[:6]
+    return f"G{stamp}-{digest}"
+
+
