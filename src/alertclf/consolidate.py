@@ -42,8 +42,20 @@ import networkx as nx
 import numpy as np
 import pandas as pd
 
-from alertclf.catalogue import can_be_symptom
+from alertclf.catalogue import alert_family, can_be_symptom
 from alertclf.settings import Settings
+
+# The group as each alert found it (see consolidate()).
+AS_OF_COLUMNS: tuple[str, ...] = (
+    "group_alerts",
+    "group_services",
+    "group_age_minutes",
+    "on_root",
+    "hops_to_root",
+    "series_alerts",
+    "series_hosts",
+)
+MAX_HOSTS_TRACKED = 32
 
 # How an alert joined its group (column ``group_reason``).
 REASONS: dict[str, str] = {
@@ -68,6 +80,8 @@ class Group:
     n_alerts: int = 0
     root_changes: int = 0
     symptoms_only: bool = True  # every alert so far is of a symptom family
+    root_family: str = ""  # family of the first alert seen on the root service
+    local_members: list[str] = field(default_factory=list)  # fired a non-symptom alert
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -78,7 +92,8 @@ class ConsolidationState:
     """Groups still open at the end of a batch, carried into the next one."""
 
     groups: list[Group] = field(default_factory=list)
-    # [service key, alert name, group id, last alert ns] of alert series still firing
+    # [service key, alert name, group id, last alert ns, alerts so far, hosts so far]
+    # of alert series still firing
     series: list[list] = field(default_factory=list)
 
     def to_json(self) -> str:
@@ -162,8 +177,15 @@ def consolidate(
     (its root, first alert and size so far, including alerts of earlier batches) and the
     state of the groups still open at the end of the batch.
 
-    Needs columns ``alert_id, timestamp, service, alert_name, mapped_service``. The order
-    of the input rows does not matter: alerts are taken by (timestamp, alert_id).
+    Needs columns ``alert_id, timestamp, service, alert_name, mapped_service`` (``host``
+    if present). The order of the input rows does not matter: alerts are taken by
+    (timestamp, alert_id).
+
+    ``as_of`` describes each alert's group *at the moment the alert arrived* (size,
+    breadth, age, whether it is on the root, hops to the root, repeats and replicas of
+    its series). Because the state carries every count across batches, these values do
+    not depend on where batch boundaries fall, so a model trained on history in one
+    batch sees the same features as the 15-minute batches it scores.
     """
     index = index or CallerIndex(graph, settings.group_max_hops)
     grouper = _Grouper(index, settings, state or ConsolidationState())
@@ -173,19 +195,30 @@ def consolidate(
             _groups_frame([]),
             grouper.state_at(None),
             pd.Series([], index=alerts.index, dtype=object, name="group_reason"),
+            pd.DataFrame(index=alerts.index, columns=list(AS_OF_COLUMNS), dtype=np.float64),
         )
     times = to_epoch_ns(alerts["timestamp"])
     keys = service_keys(alerts)
     names = alerts["alert_name"].astype(str).to_numpy(dtype=object)
     symptom_like = np.array([can_be_symptom(n) for n in names], dtype=bool)
+    families = np.array([alert_family(n) for n in names], dtype=object)
     ids = alerts["alert_id"].astype(str).to_numpy(dtype=object)
+    hosts = (
+        alerts["host"].fillna("").astype(str).to_numpy(dtype=object)
+        if "host" in alerts
+        else np.full(len(alerts), "", dtype=object)
+    )
     assigned = np.empty(len(alerts), dtype=object)
     reasons = np.empty(len(alerts), dtype=object)
+    as_of = np.empty((len(alerts), len(AS_OF_COLUMNS)), dtype=np.float64)
+    root_family = np.empty(len(alerts), dtype=object)
     for pos in np.lexsort((ids, times)):
-        group, reasons[pos] = grouper.add(
-            int(times[pos]), keys[pos], names[pos], symptom_like[pos], ids[pos]
-        )
+        group, reasons[pos], as_of[pos] = grouper.add(
+            int(times[pos]), keys[pos], names[pos], symptom_like[pos], ids[pos],
+            families[pos], hosts[pos],
+        )  # fmt: skip
         assigned[pos] = group.group_id
+        root_family[pos] = group.root_family or families[pos]
     if grouper.alias:
         assigned = np.array([grouper.resolve(g) for g in assigned], dtype=object)
     return Consolidation(
@@ -193,6 +226,9 @@ def consolidate(
         _groups_frame(list(grouper.touched.values())),
         grouper.state_at(int(times.max())),
         pd.Series(reasons, index=alerts.index, name="group_reason"),
+        pd.DataFrame(as_of, index=alerts.index, columns=list(AS_OF_COLUMNS)).assign(
+            root_family=root_family
+        ),
     )
 
 
@@ -210,15 +246,15 @@ class _Grouper:
         self.touched: dict[str, Group] = {}
         # service key -> ids of active groups it may join (their root or a caller of it)
         self.reach: dict[str, set[str]] = {}
-        # (service key, alert name) -> (group id, last alert ns): a re-firing alert stays
-        # with the group its first occurrence went to.
-        self.series: dict[tuple[str, str], tuple[str, int]] = {}
+        # (service key, alert name) -> [group id, last alert ns, alerts, hosts]: a
+        # re-firing alert stays with the group its first occurrence went to.
+        self.series: dict[tuple[str, str], list] = {}
         # merged group id -> the id it was merged into
         self.alias: dict[str, str] = {}
         for group in state.groups:
             self._open(Group(**asdict(group)))
-        for key, name, gid, last in state.series:
-            self.series[(key, name)] = (gid, int(last))
+        for key, name, gid, last, count, hosts in state.series:
+            self.series[(key, name)] = [gid, int(last), int(count), list(hosts)]
 
     # --- bookkeeping ---------------------------------------------------------------
     def _cone(self, root: str) -> dict[str, int]:
@@ -243,16 +279,17 @@ class _Grouper:
 
     # --- one alert -------------------------------------------------------------------
     def add(
-        self, t: int, key: str, name: str, is_symptom: bool, alert_id: str
-    ) -> tuple[Group, str]:
-        """Place one alert; return its group and why (``REASONS``)."""
+        self, t: int, key: str, name: str, is_symptom: bool, alert_id: str, family: str,
+        host: str,
+    ) -> tuple[Group, str, tuple]:  # fmt: skip
+        """Place one alert; return its group, why (``REASONS``) and its as-of values."""
         reason = "repeat"
         group = self._same_series(t, key, name)
         if group is None:
             group = self._best_candidate(t, key, is_symptom)
             reason = "root" if group is not None and group.root == key else "symptom"
         if group is None and key in self.index:
-            group = self._reroot(t, key)
+            group = self._reroot(t, key, family)
             reason = "reroot"
         if group is None:
             group = Group(group_id=_group_id(key, t, alert_id), root=key, start=t, last_seen=t)
@@ -263,9 +300,25 @@ class _Grouper:
         span[1] = max(span[1], t)
         group.n_alerts += 1
         group.symptoms_only = group.symptoms_only and is_symptom
-        self.series[(key, name)] = (group.group_id, t)
+        if not is_symptom and key not in group.local_members:
+            group.local_members.append(key)
+        if key == group.root and not group.root_family:
+            group.root_family = family
+        entry = self.series.get((key, name))
+        if entry is None or self.resolve(entry[0]) != group.group_id:
+            entry = [group.group_id, t, 0, []]
+            self.series[(key, name)] = entry
+        entry[1] = t
+        entry[2] += 1
+        if host not in entry[3] and len(entry[3]) < MAX_HOSTS_TRACKED:
+            entry[3].append(host)
         self.touched[group.group_id] = group
-        return group, reason
+        hops = self._cone(group.root).get(key, self.index.max_hops + 1)
+        as_of = (
+            group.n_alerts, len(group.members), (t - group.start) / NS_PER_MINUTE,
+            float(key == group.root), hops, entry[2], len(entry[3]),
+        )  # fmt: skip
+        return group, reason, as_of
 
     def _same_series(self, t: int, key: str, name: str) -> Group | None:
         previous = self.series.get((key, name))
@@ -292,7 +345,7 @@ class _Grouper:
                 best, best_score = group, score
         return best
 
-    def _reroot(self, t: int, key: str) -> Group | None:
+    def _reroot(self, t: int, key: str, family: str) -> Group | None:
         """Young groups of symptoms, all on callers of ``key``, outran their cause:
         they become one group rooted at ``key`` (the oldest keeps its id)."""
         direct = self.index.direct_callers(key)
@@ -318,8 +371,10 @@ class _Grouper:
                 span = survivor.members.setdefault(member, [first, last])
                 span[0], span[1] = min(span[0], first), max(span[1], last)
             survivor.n_alerts += other.n_alerts
+            survivor.local_members += [m for m in other.local_members if m not in survivor.local_members]
             survivor.last_seen = max(survivor.last_seen, other.last_seen)
         survivor.root = key
+        survivor.root_family = family
         survivor.root_changes += 1
         self._open(survivor)
         return survivor
@@ -338,8 +393,8 @@ class _Grouper:
         groups.sort(key=lambda g: (g.start, g.group_id))
         open_ids = {g.group_id for g in groups}
         series = sorted(
-            [k, n, self.resolve(gid), last]
-            for (k, n), (gid, last) in self.series.items()
+            [k, n, self.resolve(gid), last, count, list(hosts)]
+            for (k, n), (gid, last, count, hosts) in self.series.items()
             if self.resolve(gid) in open_ids and (end is None or end - last <= self.window)
         )
         return ConsolidationState([Group(**asdict(g)) for g in groups], series)
@@ -348,9 +403,12 @@ class _Grouper:
 @dataclass
 class Consolidation:
     group_ids: pd.Series
-    groups: pd.DataFrame  # group_id, root, start, last_seen, n_alerts_total, root_changes
+    # group_id, root, start, last_seen, n_alerts_total, root_changes, members
+    # ({service key: [first ns, last ns]}), local_members -- over all batches so far
+    groups: pd.DataFrame
     state: ConsolidationState
     reasons: pd.Series  # how each alert joined its group: one of REASONS
+    as_of: pd.DataFrame  # AS_OF_COLUMNS and root_family, per alert
 
 
 def _groups_frame(groups: list[Group]) -> pd.DataFrame:
@@ -362,6 +420,8 @@ def _groups_frame(groups: list[Group]) -> pd.DataFrame:
             "last_seen": pd.to_datetime([g.last_seen for g in groups], unit="ns", utc=True),
             "n_alerts_total": [g.n_alerts for g in groups],
             "root_changes": [g.root_changes for g in groups],
+            "members": [{k: list(v) for k, v in g.members.items()} for g in groups],
+            "local_members": [list(g.local_members) for g in groups],
         }
     )
 

@@ -1,0 +1,150 @@
+"""Alert features: topology of the alert's service plus the alert's own metadata.
+
+Pure: DataFrame in, DataFrame out; every column float64 (MLflow's schema enforcement
+refuses int64 for double columns). The model's scaler, outlier detector and PCA live in
+:mod:`alertclf.clustering`; this module only describes each alert with numbers.
+
+Group and series features are taken *as of the alert's arrival* (from
+:func:`alertclf.consolidate.consolidate`), so they do not depend on where batch
+boundaries fall: training on history in one piece and scoring 15-minute batches see
+the same numbers. Alert metadata features (the graph features are documented in
+:mod:`alertclf.graph`):
+
+| feature | meaning | why it helps |
+|---|---|---|
+| `a_severity` | severity ordinal, 0 (unknown) .. 5 (critical) | critical families differ from informational chatter |
+| `a_hour_sin`, `a_hour_cos` | time of day on the unit circle | batch jobs and traffic peaks fire at set hours; a circle keeps 23:59 next to 00:00 |
+| `a_dow_sin`, `a_dow_cos` | day of week on the unit circle | weekly jobs, weekend traffic |
+| `a_fam_<family>` | one-hot alert family from the alert name's words (cpu, memory, disk, network, latency, errors, availability, datastore, queue, other) | the kind of problem an alert reports |
+| `a_symptom_capable` | 1 when the alert can be a symptom of a failing dependency (latency, errors, readiness) | separates causes from echoes |
+| `a_is_mapped` | 1 when the service was found in the graph | unknown services carry no topology |
+| `a_mapping_confidence` | confidence of the service mapping, 0..1 | down-weights doubtful topology |
+| `a_service_burst` | log(1 + alerts of this service in the same 5-minute bucket) | storms of one service |
+| `a_repeats` | log(1 + times this alert has fired on this service in its group so far) | re-firing alerts are ongoing problems |
+| `a_replicas` | log(1 + hosts that have fired this alert for this service in its group so far) | a fleet-wide fault vs one bad pod |
+| `a_group_size` | log(1 + alerts in the incident group so far) | single alerts vs incidents |
+| `a_group_services` | log(1 + services in the incident group so far) | breadth of the incident |
+| `a_group_age` | log(1 + minutes since the incident group began) | early vs late alerts of an incident |
+| `a_is_group_root` | 1 when the alert is on the group's probable root service | cause vs symptom |
+| `a_hops_to_root` | dependency hops from this service down to the group's root (0 on the root, `group_max_hops + 1` when unrelated) | how far the fault travelled |
+| `a_root_<family>` | one-hot family of the group root's first alert | the kind of incident the alert belongs to |
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from alertclf.catalogue import FAMILIES, alert_family, can_be_symptom
+from alertclf.consolidate import service_keys, to_epoch_ns
+from alertclf.contracts import SEVERITY_ORDINAL
+
+ALERT_FEATURES: tuple[str, ...] = (
+    "a_severity",
+    "a_hour_sin",
+    "a_hour_cos",
+    "a_dow_sin",
+    "a_dow_cos",
+    *(f"a_fam_{f}" for f in FAMILIES),
+    "a_symptom_capable",
+    "a_is_mapped",
+    "a_mapping_confidence",
+    "a_service_burst",
+    "a_repeats",
+    "a_replicas",
+    "a_group_size",
+    "a_group_services",
+    "a_group_age",
+    "a_is_group_root",
+    "a_hops_to_root",
+    *(f"a_root_{f}" for f in FAMILIES),
+)
+BURST_BUCKET_NS = 5 * 60 * 10**9
+
+# Weights applied after standard scaling (longest matching name prefix wins). A family
+# of alerts is defined by *what* fires and *in which kind of incident*; *where* in the
+# graph matters less and *when* least: unweighted, time of day alone would split every
+# family by hour, and a model trained on last week would find today's alerts foreign.
+FEATURE_WEIGHTS: dict[str, float] = {
+    "g_": 0.4,
+    "a_hour_": 0.15,
+    "a_dow_": 0.15,
+    "a_fam_": 1.0,
+    "a_root_": 1.0,
+    "a_": 0.6,
+}
+
+
+def feature_columns(graph_feature_names: list[str] | tuple[str, ...]) -> list[str]:
+    """The model's input columns, in order: topology first, then alert metadata."""
+    return [*graph_feature_names, *ALERT_FEATURES]
+
+
+def build_features(alerts: pd.DataFrame, graph_features: pd.DataFrame) -> pd.DataFrame:
+    """One float64 row per alert (same index as ``alerts``).
+
+    ``alerts`` needs ``timestamp, service, alert_name, severity, mapped_service,
+    mapping_confidence`` and the as-of columns of consolidation
+    (:data:`alertclf.consolidate.AS_OF_COLUMNS` and ``root_family``); ``graph_features``
+    is :func:`alertclf.graph.graph_features` output.
+    """
+    n = len(alerts)
+    out: dict[str, np.ndarray] = {}
+    mapped = alerts["mapped_service"].fillna("").astype(str)
+    topo = graph_features.reindex(mapped.to_numpy()).to_numpy(dtype=np.float64, na_value=0.0)
+    for i, name in enumerate(graph_features.columns):
+        out[name] = np.nan_to_num(topo[:, i]) if n else np.zeros(0)
+
+    times = to_epoch_ns(alerts["timestamp"]) if n else np.zeros(0, dtype=np.int64)
+    ts = pd.to_datetime(times, unit="ns", utc=True)
+    hour = (ts.hour + ts.minute / 60.0).to_numpy(dtype=np.float64)
+    dow = ts.dayofweek.to_numpy(dtype=np.float64) + hour / 24.0
+    out["a_severity"] = (
+        alerts["severity"].map(SEVERITY_ORDINAL).fillna(0).to_numpy(dtype=np.float64)
+    )
+    out["a_hour_sin"] = np.sin(2 * np.pi * hour / 24)
+    out["a_hour_cos"] = np.cos(2 * np.pi * hour / 24)
+    out["a_dow_sin"] = np.sin(2 * np.pi * dow / 7)
+    out["a_dow_cos"] = np.cos(2 * np.pi * dow / 7)
+
+    names = alerts["alert_name"].astype(str)
+    families = _per_unique(names, alert_family)
+    for family in FAMILIES:
+        out[f"a_fam_{family}"] = (families == family).astype(np.float64)
+    out["a_symptom_capable"] = _per_unique(names, can_be_symptom).astype(np.float64)
+    out["a_is_mapped"] = (mapped != "").to_numpy(dtype=np.float64)
+    out["a_mapping_confidence"] = (
+        pd.to_numeric(alerts["mapping_confidence"], errors="coerce").fillna(0).to_numpy(np.float64)
+    )
+    bursts = pd.DataFrame({"key": service_keys(alerts), "bucket": times // BURST_BUCKET_NS})
+    out["a_service_burst"] = np.log1p(
+        bursts.groupby(["key", "bucket"])["key"].transform("size").to_numpy(np.float64)
+    )
+
+    def col(name: str) -> np.ndarray:
+        return pd.to_numeric(alerts[name], errors="coerce").fillna(0).to_numpy(np.float64)
+
+    out["a_repeats"] = np.log1p(col("series_alerts"))
+    out["a_replicas"] = np.log1p(col("series_hosts"))
+    out["a_group_size"] = np.log1p(col("group_alerts"))
+    out["a_group_services"] = np.log1p(col("group_services"))
+    out["a_group_age"] = np.log1p(np.maximum(col("group_age_minutes"), 0))
+    out["a_is_group_root"] = col("on_root")
+    out["a_hops_to_root"] = col("hops_to_root")
+    root_family = alerts["root_family"].fillna("other").astype(str).to_numpy(dtype=object)
+    for family in FAMILIES:
+        out[f"a_root_{family}"] = (root_family == family).astype(np.float64)
+
+    columns = feature_columns(list(graph_features.columns))
+    result = pd.DataFrame({c: out[c] for c in columns}, index=alerts.index)
+    return result.astype(np.float64)
+
+
+def _per_unique(values: pd.Series, func) -> np.ndarray:
+    """Apply ``func`` once per distinct value (names repeat a lot in alert streams)."""
+    codes, uniques = pd.factorize(values)
+    mapped = np.array([func(u) for u in uniques], dtype=object)
+    if len(mapped) == 0:
+        return np.zeros(len(values), dtype=object)
+    result = mapped[codes]
+    return result.astype(bool) if all(isinstance(m, bool) for m in mapped) else result

@@ -1,0 +1,328 @@
+"""The pure pipeline: validated alerts in, every result table out. No I/O, no MLflow.
+
+    alerts ──► mapping ──► consolidation ──► dedup ──► features ──► model ──► ranking
+               (graph)     (graph, state)    (state)   (graph)      (clusters)  (names,
+                                                                                 roots)
+
+Classify and retrain call the same :func:`prepare_batch`, so the model sees the same
+features in training as in scoring. State (open incident groups and dedup episodes)
+goes in and comes out; the flows decide when it is saved.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import networkx as nx
+import numpy as np
+import pandas as pd
+
+from alertclf.consolidate import CallerIndex, ConsolidationState, consolidate
+from alertclf.dedup import DedupState, mark_duplicates
+from alertclf.features import FEATURE_WEIGHTS, build_features
+from alertclf.graph import graph_features, graph_fingerprint
+from alertclf.mapping import ServiceMapper, enrich_alerts, mapping_statistics
+from alertclf.ranking import cluster_profiles, cluster_table, incident_table, root_causes
+from alertclf.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+Predictor = Callable[[pd.DataFrame], pd.DataFrame]
+
+
+@dataclass
+class GraphContext:
+    """Everything derived from one graph, built once and reused for every batch."""
+
+    graph: nx.DiGraph
+    features: pd.DataFrame
+    index: CallerIndex
+    mapper: ServiceMapper
+    fingerprint: str
+
+    @classmethod
+    def build(cls, graph: nx.DiGraph, settings: Settings) -> GraphContext:
+        return cls(
+            graph=graph,
+            features=graph_features(graph),
+            index=CallerIndex(graph, settings.group_max_hops),
+            mapper=ServiceMapper(graph.nodes, settings.min_match_score),
+            fingerprint=graph_fingerprint(graph),
+        )
+
+
+@dataclass
+class PipelineState:
+    """What one batch hands to the next."""
+
+    consolidation: ConsolidationState = field(default_factory=ConsolidationState)
+    dedup: DedupState = field(default_factory=DedupState)
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "consolidation": json.loads(self.consolidation.to_json()),
+                "dedup": json.loads(self.dedup.to_json()),
+            },
+            sort_keys=True,
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> PipelineState:
+        data = json.loads(text) if text else {}
+        return cls(
+            ConsolidationState.from_json(json.dumps(data.get("consolidation", {}))),
+            DedupState.from_json(json.dumps(data.get("dedup", {}))),
+        )
+
+
+@dataclass
+class Prepared:
+    alerts: pd.DataFrame  # canonical columns + mapping, group, dedup and as-of columns
+    features: pd.DataFrame
+    groups: pd.DataFrame
+    state: PipelineState
+    timings: dict[str, float]
+
+
+@dataclass
+class BatchResult:
+    alerts: pd.DataFrame  # one row per accepted alert, contract columns first
+    incidents: pd.DataFrame
+    clusters: pd.DataFrame  # ranked clusters
+    cluster_summary: pd.DataFrame
+    mapping: pd.DataFrame
+    statistics: dict
+    state: PipelineState
+    timings: dict[str, float]
+
+
+@contextmanager
+def _timed(timings: dict[str, float], stage: str):
+    started = time.perf_counter()
+    yield
+    timings[stage] = round(time.perf_counter() - started, 4)
+
+
+def prepare_batch(
+    alerts: pd.DataFrame,
+    context: GraphContext,
+    settings: Settings,
+    state: PipelineState | None = None,
+) -> Prepared:
+    """Mapping, consolidation, dedup and features for one batch of validated alerts."""
+    state = state or PipelineState()
+    timings: dict[str, float] = {}
+    with _timed(timings, "mapping"):
+        enriched = enrich_alerts(alerts, context.graph, settings, context.mapper)
+    with _timed(timings, "consolidation"):
+        grouped = consolidate(
+            enriched, context.graph, settings, state.consolidation, context.index
+        )
+        enriched["group_id"] = grouped.group_ids
+        enriched["group_reason"] = grouped.reasons
+        for column in grouped.as_of.columns:
+            enriched[column] = grouped.as_of[column]
+    with _timed(timings, "dedup"):
+        dups, dedup_state = mark_duplicates(enriched, settings, state.dedup)
+        enriched["is_duplicate"] = dups["is_duplicate"]
+        enriched["duplicate_of"] = dups["duplicate_of"]
+    with _timed(timings, "features"):
+        features = build_features(enriched, context.features)
+    return Prepared(
+        alerts=enriched,
+        features=features,
+        groups=grouped.groups,
+        state=PipelineState(grouped.state, dedup_state),
+        timings=timings,
+    )
+
+
+def score_batch(
+    prepared: Prepared,
+    predict: Predictor,
+    profiles: dict[int, dict],
+    context: GraphContext,
+    settings: Settings,
+) -> BatchResult:
+    """Clusters (by ``predict``), names, root causes, importance and ranks."""
+    timings = dict(prepared.timings)
+    alerts = prepared.alerts.copy()
+    with _timed(timings, "clustering"):
+        details = predict(prepared.features) if len(alerts) else _empty_details()
+        details.index = alerts.index
+        alerts["cluster_id"] = details["cluster_id"].astype(np.int64)
+        alerts["cluster_confidence"] = details["cluster_confidence"].astype(np.float64).round(4)
+        alerts["is_outlier"] = details["is_outlier"].astype(bool)
+    batch_end = (
+        pd.to_datetime(alerts["timestamp"], utc=True).max() if len(alerts) else pd.Timestamp.now("UTC")
+    )
+    with _timed(timings, "ranking"):
+        roots = root_causes(prepared.groups, context.index, settings.time_window_minutes)
+        starts = prepared.groups.set_index("group_id")["start"] if len(prepared.groups) else None
+        incidents = incident_table(alerts, roots, context.features, batch_end, starts)
+        clusters = cluster_table(alerts, profiles, context.features, batch_end)
+        names = clusters.set_index("cluster_id")["cluster_name"]
+        alerts["cluster_name"] = alerts["cluster_id"].map(names)
+        alerts["cluster_rank"] = alerts["cluster_id"].map(
+            clusters.set_index("cluster_id")["cluster_rank"]
+        )
+        incident_score = alerts["group_id"].map(incidents.set_index("group_id")["importance_score"])
+        cluster_score = alerts["cluster_id"].map(clusters.set_index("cluster_id")["importance_score"])
+        # An alert matters as much as the incident it belongs to, and a little for its family.
+        alerts["importance_score"] = (0.7 * incident_score + 0.3 * cluster_score).round(2)
+        alerts["incident_rank"] = alerts["group_id"].map(incidents.set_index("group_id")["rank"])
+        alerts["root_cause_service"] = alerts["group_id"].map(
+            incidents.set_index("group_id")["root_cause_service"]
+        )
+    summary = cluster_summary(alerts, profiles)
+    statistics = batch_statistics(prepared.features, alerts, settings)
+    return BatchResult(
+        alerts=order_columns(alerts),
+        incidents=incidents,
+        clusters=clusters,
+        cluster_summary=summary,
+        mapping=mapping_statistics(alerts) if len(alerts) else mapping_statistics(prepared.alerts),
+        statistics=statistics,
+        state=prepared.state,
+        timings=timings,
+    )
+
+
+def _empty_details() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "cluster_id": pd.Series([], dtype=np.int64),
+            "cluster_confidence": pd.Series([], dtype=np.float64),
+            "is_outlier": pd.Series([], dtype=bool),
+        }
+    )
+
+
+def order_columns(alerts: pd.DataFrame) -> pd.DataFrame:
+    """Contract columns first, in contract order; the rest after."""
+    from alertclf.contracts import FINAL_COLUMNS
+
+    first = [c for c in FINAL_COLUMNS if c in alerts.columns]
+    rest = [c for c in alerts.columns if c not in first]
+    return alerts[first + rest]
+
+
+def cluster_summary(alerts: pd.DataFrame, profiles: dict[int, dict]) -> pd.DataFrame:
+    """Per cluster in this batch: size, top alert names, top services, severity mix."""
+    if len(alerts) == 0:
+        return pd.DataFrame(
+            columns=["cluster_id", "cluster_name", "size", "top_alert_names", "top_services",
+                     "severity_mix", "mean_confidence", "outlier_share", "training_size"]  # fmt: skip
+        )
+    rows = []
+    for cluster, part in alerts.groupby("cluster_id", sort=True):
+        sev = part["severity"].value_counts(normalize=True)
+        rows.append(
+            {
+                "cluster_id": int(cluster),
+                "cluster_name": part["cluster_name"].iloc[0],
+                "size": len(part),
+                "top_alert_names": "|".join(part["alert_name"].value_counts().head(5).index),
+                "top_services": "|".join(
+                    part["mapped_service"].where(part["mapped_service"] != "", part["service"])
+                    .value_counts().head(5).index
+                ),  # fmt: skip
+                "severity_mix": "|".join(f"{k} {v:.0%}" for k, v in sev.items()),
+                "mean_confidence": round(float(part["cluster_confidence"].mean()), 4),
+                "outlier_share": round(float(part["is_outlier"].mean()), 4),
+                "training_size": profiles.get(int(cluster), {}).get("size", 0),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def batch_statistics(
+    features: pd.DataFrame, alerts: pd.DataFrame, settings: Settings
+) -> dict[str, float]:
+    """Cluster quality on this batch (standardised feature space, sampled silhouette)."""
+    from alertclf.clustering import cluster_metrics
+
+    n = len(alerts)
+    stats: dict[str, float] = {
+        "n_alerts": float(n),
+        "n_clusters_seen": float(alerts["cluster_id"].nunique()) if n else 0.0,
+        "n_groups": float(alerts["group_id"].nunique()) if n else 0.0,
+        "duplicate_share": float(alerts["is_duplicate"].mean()) if n else 0.0,
+        "outlier_share": float(alerts["is_outlier"].mean()) if n else 0.0,
+        "mapping_rate": float((alerts["mapped_service"] != "").mean()) if n else 0.0,
+        "mean_cluster_confidence": float(alerts["cluster_confidence"].mean()) if n else 0.0,
+        "compression_ratio": float(n / max(alerts["group_id"].nunique(), 1)) if n else 0.0,
+    }
+    if n >= 3:
+        values = features.to_numpy(dtype=np.float64)
+        scale = values.std(axis=0)
+        scale[scale == 0] = 1.0
+        standardised = (values - values.mean(axis=0)) / scale
+        metrics = cluster_metrics(
+            standardised,
+            alerts["cluster_id"].to_numpy(),
+            settings.silhouette_sample_size,
+            settings.random_state,
+        )
+        stats.update({f"batch_{k}": v for k, v in metrics.items()})
+    return stats
+
+
+def train(prepared: Prepared, settings: Settings, algorithm: str | None = None):
+    """Fit the clustering model on prepared history; name its clusters."""
+    from alertclf.clustering import AlertClusterModel
+
+    model = AlertClusterModel(
+        algorithm=algorithm or settings.algorithm,
+        pca_variance=settings.pca_variance_threshold,
+        contamination=settings.outlier_contamination,
+        k_min=settings.kmeans_k_min,
+        k_max=settings.kmeans_k_max,
+        max_training_samples=settings.max_training_samples,
+        silhouette_sample_size=settings.silhouette_sample_size,
+        max_noise_share=settings.max_noise_share,
+        max_cluster_share=settings.max_cluster_share,
+        min_samples=settings.min_clustering_samples,
+        feature_weights=FEATURE_WEIGHTS,
+        random_state=settings.random_state,
+    )
+    model.fit(prepared.features)
+    labels = model.predict(prepared.features)
+    profiles = cluster_profiles(prepared.alerts, labels)
+    return model, profiles
+
+
+def replay_batches(
+    alerts: pd.DataFrame,
+    context: GraphContext,
+    settings: Settings,
+    predict: Predictor,
+    profiles: dict[int, dict],
+    batch_minutes: float = 15,
+    state: PipelineState | None = None,
+    progress: bool = False,
+) -> tuple[list[BatchResult], PipelineState]:
+    """The history as consecutive ``batch_minutes`` batches, state carried across."""
+    from tqdm.auto import tqdm
+
+    state = state or PipelineState()
+    if len(alerts) == 0:
+        return [], state
+    ts = pd.to_datetime(alerts["timestamp"], utc=True)
+    width = pd.Timedelta(minutes=batch_minutes)
+    first = ts.min().floor(width)
+    batch_of = ((ts - first) // width).to_numpy()
+    results = []
+    for number in tqdm(np.unique(batch_of), disable=not progress, desc="replay", unit="batch"):
+        batch = alerts[batch_of == number]
+        prepared = prepare_batch(batch, context, settings, state)
+        result = score_batch(prepared, predict, profiles, context, settings)
+        state = result.state
+        results.append(result)
+    return results, state

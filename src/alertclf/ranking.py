@@ -1,0 +1,362 @@
+"""Names, root cause and importance: what the on-call engineer reads first.
+
+Root cause (per incident group)
+-------------------------------
+Every service in the group is a candidate. A candidate scores on three things, each
+in [0, 1]:
+
+* **coverage** (weight 0.5): share of the group's other services that call it,
+  directly or within ``group_max_hops`` -- a root explains its callers' symptoms;
+* **earliness** (0.25): 1 for the service whose alerts began first, decaying as
+  ``exp(-lag / (window / 3))`` for later ones;
+* **own fault** (0.25): 1 when it fired an alert that cannot be a mere symptom
+  (CPU, memory, disk, datastore, crash), 0 when it only shows latency or errors.
+
+The best candidate is the root; its score is the confidence, halved when the service
+is not in the graph (no topology to support it).
+
+Importance (incidents and clusters), 0-100, with the reasons written beside it
+----------------------------------------------------------------------------------
+``100 * (0.30 severity + 0.20 blast radius + 0.15 breadth + 0.15 volume + 0.10 recency
++ 0.10 novelty)`` where severity is the highest severity (critical = 1), blast radius
+the share of the graph that calls the root (transitively), breadth the number of
+services (log scale, 20+ = 1), volume the alerts left after dedup (log scale, 200+ = 1),
+recency ``exp(-minutes since the last alert / 60)`` and novelty the share of alerts
+that are outliers or fit no learned cluster. Clusters use the same formula over their
+alerts, with novelty also rising when a cluster is far bigger in this batch than in
+training (a surge).
+
+Cluster names
+-------------
+``<family> · <main service> (+N)``: the dominant alert family of the cluster, its most
+frequent service and how many other services hold at least 5% of its alerts. Names are
+computed once, when a model is trained, and stored with it, so they stay the same for
+every batch scored by that model.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pandas as pd
+
+from alertclf.catalogue import FAMILY_LABELS, alert_family
+from alertclf.consolidate import UNMAPPED_PREFIX, CallerIndex, service_keys, to_epoch_ns
+from alertclf.contracts import SEVERITIES, SEVERITY_ORDINAL
+
+WEIGHTS = {
+    "severity": 0.30,
+    "blast_radius": 0.20,
+    "breadth": 0.15,
+    "volume": 0.15,
+    "recency": 0.10,
+    "novelty": 0.10,
+}
+NOISE_CLUSTER_NAME = "Unclustered (fits no learned family)"
+
+
+def display_service(key: str) -> str:
+    """A service key as people read it (unmapped keys lose their marker)."""
+    return key[len(UNMAPPED_PREFIX) :] if key.startswith(UNMAPPED_PREFIX) else key
+
+
+# --- root cause ---------------------------------------------------------------------
+def root_causes(groups: pd.DataFrame, index: CallerIndex, window_minutes: float) -> pd.DataFrame:
+    """``group_id, root_cause_service, root_cause_confidence`` for every group.
+
+    ``groups`` is :attr:`alertclf.consolidate.Consolidation.groups`: members with their
+    first alert and the members that fired a non-symptom alert, over every batch the
+    group has lived in -- so a batch holding only a group's late symptoms still names
+    the root found earlier.
+    """
+    decay = max(window_minutes / 3.0, 1.0) * 60e9
+    rows = []
+    for group, members, local, current in zip(
+        groups["group_id"], groups["members"], groups["local_members"], groups["root"],
+        strict=True,
+    ):  # fmt: skip
+        keys = sorted(members, key=lambda k: (k != current, members[k][0], k))
+        first = min(members[k][0] for k in keys)
+        local = set(local)
+        best, best_score = current, -1.0
+        for cand in keys:
+            others = [k for k in keys if k != cand]
+            if others and cand in index:
+                callers = index.callers(cand)
+                coverage = sum(1 for k in others if k in callers) / len(others)
+            else:
+                coverage = 0.0 if others else 1.0
+            earliness = float(np.exp(-(members[cand][0] - first) / decay))
+            score = 0.5 * coverage + 0.25 * earliness + 0.25 * float(cand in local)
+            # Strictly better only: ties keep the grouping's root, then the earliest.
+            if score > best_score + 1e-9:
+                best, best_score = cand, score
+        confidence = best_score * (1.0 if best in index else 0.5)
+        rows.append((group, display_service(best), round(min(max(confidence, 0.0), 1.0), 4)))
+    return pd.DataFrame(rows, columns=["group_id", "root_cause_service", "root_cause_confidence"])
+
+
+# --- importance -----------------------------------------------------------------------
+def _components(
+    max_severity: np.ndarray,
+    blast_share: np.ndarray,
+    n_services: np.ndarray,
+    n_unique: np.ndarray,
+    minutes_since_last: np.ndarray,
+    novelty: np.ndarray,
+) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "severity": np.asarray(max_severity, dtype=np.float64) / 5.0,
+            "blast_radius": np.clip(np.asarray(blast_share, dtype=np.float64), 0, 1),
+            "breadth": np.clip(np.log1p(n_services) / np.log1p(20), 0, 1),
+            "volume": np.clip(np.log1p(n_unique) / np.log1p(200), 0, 1),
+            "recency": np.exp(-np.clip(minutes_since_last, 0, None) / 60.0),
+            "novelty": np.clip(np.asarray(novelty, dtype=np.float64), 0, 1),
+        }
+    )
+
+
+def _score(components: pd.DataFrame) -> np.ndarray:
+    total = sum(components[k].to_numpy() * w for k, w in WEIGHTS.items())
+    return np.round(100.0 * total, 2)
+
+
+def _reasons(components: pd.DataFrame, facts: pd.DataFrame) -> list[str]:
+    """The three largest contributions, each with its number."""
+    texts = []
+    for i in range(len(components)):
+        contrib = {k: components[k].iat[i] * w for k, w in WEIGHTS.items()}
+        top = sorted(contrib, key=lambda k: -contrib[k])[:3]
+        parts = [_describe(k, facts.iloc[i]) for k in top if contrib[k] > 0]
+        texts.append("; ".join(parts))
+    return texts
+
+
+def _describe(component: str, fact: pd.Series) -> str:
+    if component == "severity":
+        return f"{fact['max_severity']} severity"
+    if component == "blast_radius":
+        return f"blast radius {int(fact['blast_callers'])} calling services"
+    if component == "breadth":
+        return f"{int(fact['n_services'])} services"
+    if component == "volume":
+        return f"{int(fact['n_alerts'])} alerts, {int(fact['n_unique'])} after dedup"
+    if component == "recency":
+        return f"last alert {fact['minutes_since_last']:.0f} min before batch end"
+    return f"{fact['novelty']:.0%} unusual alerts"
+
+
+def _max_severity(ordinals: pd.Series) -> str:
+    by_ordinal = {v: k for k, v in SEVERITY_ORDINAL.items()}
+    return by_ordinal.get(int(ordinals.max()) if len(ordinals) else 0, "unknown")
+
+
+def incident_table(
+    alerts: pd.DataFrame,
+    roots: pd.DataFrame,
+    graph_features: pd.DataFrame,
+    batch_end: pd.Timestamp,
+    group_starts: pd.Series | None = None,
+) -> pd.DataFrame:
+    """One row per incident group, ranked (contract columns plus name and reasons).
+
+    ``alerts`` needs the pipeline columns (``group_id``, ``is_duplicate``,
+    ``is_outlier``, ``cluster_id``, ``severity``...); ``group_starts`` (group_id ->
+    first alert, including earlier batches) makes ``first_seen`` span batches.
+    """
+    if len(alerts) == 0:
+        return pd.DataFrame(columns=_INCIDENT_OUTPUT)
+    frame = alerts.assign(
+        _key=service_keys(alerts),
+        _sev=alerts["severity"].map(SEVERITY_ORDINAL).fillna(0).astype(int),
+        _novel=alerts["is_outlier"].astype(bool) | (alerts["cluster_id"] == -1),
+        _ts=pd.to_datetime(alerts["timestamp"], utc=True),
+    )
+    grouped = frame.groupby("group_id", sort=True)
+    table = pd.DataFrame(
+        {
+            "first_seen": grouped["_ts"].min(),
+            "last_seen": grouped["_ts"].max(),
+            "n_alerts": grouped.size(),
+            "n_unique": grouped["is_duplicate"].agg(lambda s: int((~s.astype(bool)).sum())),
+            "n_services": grouped["_key"].nunique(),
+            "services": grouped["_key"].agg(
+                lambda s: "|".join(display_service(k) for k, _ in Counter(s).most_common())
+            ),
+            "max_severity": grouped["_sev"].agg(_max_severity),
+            "novelty": grouped["_novel"].mean(),
+            "top_alerts": grouped["alert_name"].agg(
+                lambda s: "|".join(f"{k} x{v}" for k, v in Counter(s).most_common(3))
+            ),
+        }
+    ).reset_index()
+    if group_starts is not None and len(group_starts):
+        earlier = table["group_id"].map(pd.to_datetime(group_starts, utc=True))
+        table["first_seen"] = earlier.where(earlier < table["first_seen"], table["first_seen"])
+    table = table.merge(roots, on="group_id", how="left")
+    blast = graph_features["g_n_ancestors"] if "g_n_ancestors" in graph_features else None
+    n_nodes = max(len(graph_features), 1)
+    callers = table["root_cause_service"].map(blast).fillna(0) if blast is not None else 0 * table["n_alerts"]
+    table["blast_callers"] = callers
+    table["minutes_since_last"] = (batch_end - table["last_seen"]).dt.total_seconds() / 60.0
+    comps = _components(
+        table["max_severity"].map(SEVERITY_ORDINAL).to_numpy(),
+        (callers / n_nodes).to_numpy(),
+        table["n_services"].to_numpy(),
+        table["n_unique"].to_numpy(),
+        table["minutes_since_last"].to_numpy(),
+        table["novelty"].to_numpy(),
+    )
+    table["importance_score"] = _score(comps)
+    table["reasons"] = _reasons(comps, table)
+    family = grouped["alert_name"].agg(lambda s: _dominant_family(s)).reindex(table["group_id"])
+    table["name"] = [
+        f"{FAMILY_LABELS[f]} · {root or '?'}" + (f" (+{n - 1} services)" if n > 1 else "")
+        for f, root, n in zip(
+            family.to_numpy(), table["root_cause_service"], table["n_services"], strict=True
+        )
+    ]
+    table = table.sort_values(["importance_score", "last_seen", "group_id"],
+                              ascending=[False, False, True], kind="stable")  # fmt: skip
+    table["rank"] = np.arange(1, len(table) + 1)
+    return table[_INCIDENT_OUTPUT].reset_index(drop=True)
+
+
+_INCIDENT_OUTPUT = [
+    "group_id", "first_seen", "last_seen", "n_alerts", "n_unique", "services",
+    "root_cause_service", "root_cause_confidence", "max_severity", "importance_score", "rank",
+    "name", "reasons", "n_services", "top_alerts",
+]  # fmt: skip
+
+
+def _dominant_family(names: pd.Series) -> str:
+    """The family of the group's cause: non-symptom families outrank echoes."""
+    families = Counter(alert_family(n) for n in names)
+    causes = {f: c for f, c in families.items() if f not in ("latency", "errors", "other")}
+    pool = causes or families
+    return max(sorted(pool), key=lambda f: pool[f])
+
+
+# --- cluster profiles and ranking ----------------------------------------------------
+def cluster_profiles(alerts: pd.DataFrame, cluster_ids: np.ndarray) -> dict[int, dict]:
+    """What each learned cluster looks like on its training alerts, and its name."""
+    frame = pd.DataFrame(
+        {
+            "cluster": np.asarray(cluster_ids, dtype=np.int64),
+            "name": alerts["alert_name"].astype(str).to_numpy(dtype=object),
+            "service": [display_service(k) for k in service_keys(alerts)],
+            "severity": alerts["severity"].astype(str).to_numpy(dtype=object),
+        }
+    )
+    frame["family"] = frame["name"].map(alert_family)
+    total = max(len(frame), 1)
+    profiles: dict[int, dict] = {}
+    for cluster, rows in frame.groupby("cluster", sort=True):
+        services = rows["service"].value_counts()
+        families = rows["family"].value_counts()
+        main_family = str(families.index[0])
+        extra = int((services.iloc[1:] / len(rows) >= 0.05).sum())
+        name = (
+            NOISE_CLUSTER_NAME
+            if cluster == -1
+            else f"{FAMILY_LABELS[main_family]} · {services.index[0]}"
+            + (f" (+{extra})" if extra else "")
+        )
+        profiles[int(cluster)] = {
+            "cluster_id": int(cluster),
+            "name": name,
+            "size": len(rows),
+            "share": round(len(rows) / total, 6),
+            "top_alert_names": rows["name"].value_counts().head(5).to_dict(),
+            "top_services": services.head(5).to_dict(),
+            "families": {k: round(v / len(rows), 4) for k, v in families.items()},
+            "severity_mix": {
+                k: round(v / len(rows), 4)
+                for k, v in rows["severity"].value_counts().items()
+                if k in SEVERITIES
+            },
+        }
+    _disambiguate(profiles)
+    return profiles
+
+
+def _disambiguate(profiles: dict[int, dict]) -> None:
+    seen: Counter = Counter()
+    for cluster in sorted(profiles):
+        name = profiles[cluster]["name"]
+        seen[name] += 1
+        if seen[name] > 1:
+            profiles[cluster]["name"] = f"{name} #{seen[name]}"
+
+
+def cluster_table(
+    alerts: pd.DataFrame,
+    profiles: dict[int, dict],
+    graph_features: pd.DataFrame,
+    batch_end: pd.Timestamp,
+) -> pd.DataFrame:
+    """Clusters seen in this batch, ranked by importance, with names and reasons."""
+    columns = ["cluster_rank", "cluster_id", "cluster_name", "importance_score", "reasons",
+               "n_alerts", "n_unique", "n_services", "top_alert_names", "top_services",
+               "severity_mix", "max_severity", "batch_share", "training_share"]  # fmt: skip
+    if len(alerts) == 0:
+        return pd.DataFrame(columns=columns)
+    frame = alerts.assign(
+        _key=service_keys(alerts),
+        _sev=alerts["severity"].map(SEVERITY_ORDINAL).fillna(0).astype(int),
+        _ts=pd.to_datetime(alerts["timestamp"], utc=True),
+    )
+    blast = graph_features["g_n_ancestors"] if "g_n_ancestors" in graph_features else pd.Series()
+    frame["_blast"] = frame["mapped_service"].map(blast).fillna(0)
+    n_nodes = max(len(graph_features), 1)
+    grouped = frame.groupby("cluster_id", sort=True)
+    table = pd.DataFrame(
+        {
+            "n_alerts": grouped.size(),
+            "n_unique": grouped["is_duplicate"].agg(lambda s: int((~s.astype(bool)).sum())),
+            "n_services": grouped["_key"].nunique(),
+            "max_severity": grouped["_sev"].agg(_max_severity),
+            "mean_severity": grouped["_sev"].mean(),
+            "blast_callers": grouped["_blast"].max(),
+            "last_seen": grouped["_ts"].max(),
+            "outliers": grouped["is_outlier"].mean(),
+            "top_alert_names": grouped["alert_name"].agg(
+                lambda s: "|".join(f"{k} x{v}" for k, v in Counter(s).most_common(3))
+            ),
+            "top_services": grouped["_key"].agg(
+                lambda s: "|".join(display_service(k) for k, _ in Counter(s).most_common(3))
+            ),
+            "severity_mix": grouped["severity"].agg(
+                lambda s: "|".join(f"{k} {v / len(s):.0%}" for k, v in Counter(s).most_common())
+            ),
+        }
+    ).reset_index()
+    table["batch_share"] = table["n_alerts"] / len(frame)
+    table["training_share"] = table["cluster_id"].map(
+        lambda c: profiles.get(int(c), {}).get("share", 0.0)
+    )
+    surge = np.clip(
+        (table["batch_share"] / np.maximum(table["training_share"], 1e-3) - 1) / 4, 0, 1
+    )
+    unclustered = (table["cluster_id"] == -1).astype(float)
+    table["novelty"] = np.maximum.reduce([table["outliers"], surge, unclustered])
+    table["minutes_since_last"] = (batch_end - table["last_seen"]).dt.total_seconds() / 60.0
+    comps = _components(
+        table["mean_severity"].to_numpy(),
+        (table["blast_callers"] / n_nodes).to_numpy(),
+        table["n_services"].to_numpy(),
+        table["n_unique"].to_numpy(),
+        table["minutes_since_last"].to_numpy(),
+        table["novelty"].to_numpy(),
+    )
+    table["importance_score"] = _score(comps)
+    table["reasons"] = _reasons(comps, table)
+    table["cluster_name"] = table["cluster_id"].map(
+        lambda c: profiles.get(int(c), {}).get("name")
+        or (NOISE_CLUSTER_NAME if c == -1 else f"Cluster {c}")
+    )
+    table = table.sort_values(["importance_score", "cluster_id"], ascending=[False, True])
+    table["cluster_rank"] = np.arange(1, len(table) + 1)
+    return table[columns].reset_index(drop=True)
