@@ -6,9 +6,10 @@ attributes end in ``_``, ``fit`` returns ``self``.
 * :class:`KMeansSweep` -- K-Means with k chosen by a silhouette sweep over a range.
 * :class:`InductiveClusterer` -- DBSCAN, agglomerative and HDBSCAN cannot ``predict``;
   this wrapper (as in scikit-learn's ``plot_inductive_clustering`` example) labels new
-  points by their nearest clustered training neighbours, and keeps DBSCAN/HDBSCAN's
-  noise: a point farther from every cluster than the clusters' own spread is noise
-  (``-1``).
+  points by their nearest clustered training neighbours. Training noise (DBSCAN and
+  HDBSCAN's ``-1``) is left out of the families; a new point farther from every family
+  than the families' own spread still gets the nearest one, with a confidence that
+  falls with the distance.
 * :class:`AlertClusterModel` -- the one model object: StandardScaler -> feature
   weights -> IsolationForest outlier flag (flagged, never dropped) -> PCA to a share of
   variance -> the chosen clusterer; ``algorithm="auto"`` tries all four with small sweeps and keeps the best
@@ -106,8 +107,8 @@ class KMeansSweep(ClusterMixin, BaseEstimator):
 # --- any clusterer made inductive --------------------------------------------------------
 class InductiveClusterer(ClusterMixin, BaseEstimator):
     """Fit ``clusterer`` by ``fit_predict``; label new points by their nearest clustered
-    training neighbours (distance-weighted vote); too far from every cluster = noise when
-    the clusterer itself produces noise."""
+    training neighbours (distance-weighted vote), confidence falling with the distance
+    beyond the clusters' spread (``noise_radius``, else estimated)."""
 
     def __init__(self, clusterer=None, n_neighbors=10, noise_quantile=0.95, noise_radius=None):
         self.clusterer = clusterer
@@ -164,12 +165,14 @@ class InductiveClusterer(ClusterMixin, BaseEstimator):
         labels = self.classes_[best]
         share = votes[np.arange(len(X)), best] / votes.sum(axis=1)
         nearest = dist[:, 0]
-        closeness = np.exp(-nearest / self.radius_) if self.radius_ > 0 else np.ones(len(X))
-        confidence = np.clip(share * (0.5 + 0.5 * closeness), 0.0, 1.0)
-        if self.produces_noise_ and self.radius_ > 0:
-            far = nearest > self.radius_
-            labels = np.where(far, NOISE, labels)
-            confidence = np.where(far, 0.0, confidence)
+        # Every alert gets its nearest family; how far it sits outside the family's
+        # spread lowers the confidence instead (the outlier flag marks the strangers).
+        if self.radius_ > 0:
+            beyond = np.maximum(nearest - self.radius_, 0.0) / self.radius_
+            closeness = np.exp(-beyond)
+        else:
+            closeness = np.ones(len(X))
+        confidence = np.clip(share * closeness, 0.0, 1.0)
         return labels, confidence
 
 
@@ -268,12 +271,16 @@ def evaluate_candidate(
         return cand
     cand.seconds = time.perf_counter() - started
     cand.labels = labels
-    clustered = labels != NOISE
+    # Judge the clustering as the algorithm made it, on the rows it was fitted on:
+    # its noise stays noise here (and counts against it), even though new alerts are
+    # later given their nearest family.
+    own = np.asarray(cand.estimator.labels_)
+    clustered = own != NOISE
     cand.noise_share = float(1 - clustered.mean())
-    cand.n_clusters = len(np.unique(labels[clustered]))
+    cand.n_clusters = len(np.unique(own[clustered]))
     if clustered.any():
-        cand.largest_share = float(np.bincount(labels[clustered]).max() / len(labels))
-    cand.silhouette = sampled_silhouette(Z, labels, silhouette_size, random_state)
+        cand.largest_share = float(np.bincount(own[clustered]).max() / len(own))
+    cand.silhouette = sampled_silhouette(fit_rows, own, silhouette_size, random_state)
     problems = []
     if cand.n_clusters < 2:
         problems.append("fewer than 2 clusters")

