@@ -8,7 +8,9 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | md5sum | cut -c1-12)
 DEMO ?= data/demo
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: run test lint format venv clean
+AZURITE := .tools/node_modules/.bin/azurite-blob
+
+.PHONY: run test lint format venv tools clean
 
 venv: $(STAMP)
 
@@ -18,6 +20,13 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	@rm -f $(VENV)/.installed-*
 	@touch $@
+
+# System pieces the tests start themselves: Azurite (Azure Blob emulator) from npm.
+tools: $(AZURITE)
+
+$(AZURITE):
+	@command -v npm >/dev/null || (echo "npm is needed for Azurite: apt-get install -y nodejs npm" && exit 1)
+	npm install --no-save --no-audit --no-fund --prefix .tools azurite@3.35.0
 
 run: venv
 	$(VENV)/bin/alertclf simulate --out $(DEMO) --seed 7 --days 1
@@ -31,8 +40,8 @@ format: venv
 	$(VENV)/bin/ruff check --fix src tests entrypoints benchmarks
 	$(VENV)/bin/ruff format src tests entrypoints benchmarks
 
-test: venv lint
+test: venv tools lint
 	$(VENV)/bin/python -m pytest -q
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .tools .pytest_cache .ruff_cache
