@@ -61,6 +61,8 @@ import pandas as pd
 from scipy import sparse
 from scipy.sparse import csgraph
 
+from alertclf.errors import AlertclfError
+
 logger = logging.getLogger(__name__)
 
 NOTES_KEY = "alertclf_notes"
@@ -178,7 +180,7 @@ GRAPH_FEATURE_DOCS: list[tuple[str, str, str]] = [
 FEATURE_COLUMNS: tuple[str, ...] = tuple(name for name, _, _ in GRAPH_FEATURE_DOCS)
 
 
-class GraphError(Exception):
+class GraphError(AlertclfError):
     """The graph file cannot be used; the message names the file and the problem."""
 
 
