@@ -62,6 +62,28 @@ def optional_text(text: str) -> str | None:
     return text if text.strip() else None
 
 
+def blank_or(kind: Callable[[str], Any]) -> Callable[[str], Any]:
+    """``kind``, except that an empty value (an unset MLproject parameter) means None."""
+
+    def parse(text: str) -> Any:
+        return None if not text.strip() else kind(text)
+
+    parse.__name__ = getattr(kind, "__name__", "value")
+    return parse
+
+
+def one_of(*allowed: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if text not in allowed:
+            raise argparse.ArgumentTypeError(
+                f"invalid choice {text!r} (choose from {', '.join(allowed)})"
+            )
+        return text
+
+    parse.__name__ = "choice"
+    return parse
+
+
 def _parse(kind: Callable[[str], Any], text: str, what: str) -> Any:
     try:
         return kind(text)
@@ -115,7 +137,92 @@ def build_parser() -> argparse.ArgumentParser:
     val.add_argument("--graph", required=True, help="service graph JSON")
     val.add_argument("--out", type=optional_text, help="folder for rejected_alerts.csv")
     val.set_defaults(handler=cmd_validate)
+
+    cls = sub.add_parser("classify", parents=[common], help="classify the alerts new since last run")
+    _add_inputs(cls, "alerts")
+    _add_stores(cls)
+    cls.add_argument("--since", type=_optional_timestamp, help="take alerts from this time on")
+    cls.add_argument("--until", type=_optional_timestamp, help="take alerts before this time")
+    cls.add_argument("--late-arrival-minutes", type=blank_or(non_negative_int))
+    cls.add_argument(
+        "--no-bootstrap",
+        action="store_true",
+        help="fail instead of training a first model when the registry has none",
+    )
+    cls.add_argument("--top", type=non_negative_int, default=10, help="incidents to print")
+    cls.set_defaults(handler=cmd_classify)
+
+    ret = sub.add_parser("retrain", parents=[common], help="train, register, maybe promote")
+    _add_inputs(ret, "history")
+    ret.add_argument("--models", type=optional_text, default="data/models", help=_MODELS_HELP)
+    ret.add_argument(
+        "--algorithm",
+        type=blank_or(one_of("kmeans", "dbscan", "agglomerative", "hdbscan", "auto")),
+        help="kmeans | dbscan | agglomerative | hdbscan | auto (all four, best kept)",
+    )
+    ret.add_argument("--promotion-threshold", type=blank_or(_non_negative_float))
+    ret.add_argument("--history-days", type=blank_or(positive_int))
+    ret.add_argument("--holdout-fraction", type=blank_or(_open_share))
+    ret.set_defaults(handler=cmd_retrain)
+
+    rep = sub.add_parser("replay", parents=[common], help="backtest history as batches")
+    _add_inputs(rep, "alerts")
+    _add_stores(rep)
+    rep.add_argument("--batch-minutes", type=positive_float, default=15.0)
+    rep.add_argument("--train-fraction", type=_open_share, default=0.25,
+                     help="without a production model: train on this first share")  # fmt: skip
+    rep.add_argument("--no-registry", action="store_true",
+                     help="always train in-process, never load the production model")  # fmt: skip
+    rep.set_defaults(handler=cmd_replay)
+
+    ev = sub.add_parser("evaluate", parents=[common], help="score results against ground truth")
+    ev.add_argument("--results", required=True, type=Path, help="a results/{run_id} folder")
+    ev.add_argument("--truth", required=True, type=Path, help="truth.csv of a simulation")
+    ev.add_argument("--graph", type=optional_text, help="graph JSON, for mapping accuracy")
+    ev.add_argument("--json", type=optional_text, help="also write the metrics here")
+    ev.set_defaults(handler=cmd_evaluate)
+
+    pro = sub.add_parser("promote", parents=[common], help="promote or reject a model version")
+    pro.add_argument("--version", required=True, type=positive_int)
+    pro.add_argument("--reject", action="store_true")
+    pro.add_argument("--reason", type=optional_text)
+    pro.add_argument("--models", type=optional_text, default="data/models", help=_MODELS_HELP)
+    pro.set_defaults(handler=cmd_promote)
+
+    sto = sub.add_parser(
+        "store", parents=[common], help="prepare the local MLflow store; print its URI"
+    )
+    sto.add_argument("--models", type=optional_text, default="data/models", help=_MODELS_HELP)
+    sto.set_defaults(handler=cmd_store)
     return parser
+
+
+_MODELS_HELP = "folder of the local MLflow store (ignored when MLFLOW_TRACKING_URI is set)"
+
+
+def _add_inputs(parser: argparse.ArgumentParser, alerts_name: str) -> None:
+    parser.add_argument(
+        f"--{alerts_name}", required=True, help="CSV file, folder, glob or azure:// URL"
+    )
+    parser.add_argument("--graph", required=True, help="service graph JSON (path or URL)")
+
+
+def _add_stores(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--output", type=optional_text, default="results", help="results folder")
+    parser.add_argument("--models", type=optional_text, default="data/models", help=_MODELS_HELP)
+
+
+def _open_share(text: str) -> float:
+    value = _parse(float, text, "a number")
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"expected a share strictly between 0 and 1, got {text!r}")
+    return value
+
+
+def _optional_timestamp(text: str) -> str | None:
+    if not text.strip():
+        return None
+    return _timestamp_text(text)
 
 
 def _non_negative_float(text: str) -> float:
@@ -223,6 +330,115 @@ def cmd_validate(args: argparse.Namespace) -> int:
             json.dumps(summary, indent=1, default=str) + "\n", encoding="utf-8"
         )
         print(f"Wrote {out / 'rejected_alerts.csv'} and {out / 'mapping_statistics.csv'}")
+    return 0
+
+
+def cmd_classify(args: argparse.Namespace) -> int:
+    from alertclf.flows import classify
+
+    settings = settings_from_args(args, late_arrival_minutes=args.late_arrival_minutes)
+    outcome = classify(
+        settings, args.alerts, args.graph, args.output, args.models, args.since, args.until,
+        bootstrap=not args.no_bootstrap,
+    )  # fmt: skip
+    print(
+        f"Classified {outcome.rows_new} new alerts "
+        f"(read {outcome.rows_read}: {outcome.rows_accepted} accepted, "
+        f"{outcome.rows_rejected} rejected) with {settings.model_name} "
+        f"v{outcome.model_version}" + (" (bootstrapped now)" if outcome.bootstrapped else "")
+    )
+    print_incidents(outcome.incidents, args.top)
+    print(f"Results: {outcome.results_dir}")
+    print(f"MLflow run: {outcome.mlflow_run_id} ({outcome.metadata['mlflow_tracking_uri']})")
+    return 0
+
+
+def print_incidents(incidents, top: int) -> None:
+    if top <= 0:
+        return
+    if incidents is None or len(incidents) == 0:
+        print("No incidents in this batch.")
+        return
+    columns = ["rank", "importance_score", "root_cause_service", "root_cause_confidence",
+               "n_alerts", "n_unique", "max_severity", "name"]  # fmt: skip
+    view = incidents.head(top)[columns].rename(
+        columns={"importance_score": "score", "root_cause_service": "root cause",
+                 "root_cause_confidence": "conf", "n_alerts": "alerts", "n_unique": "unique",
+                 "max_severity": "severity"}  # fmt: skip
+    )
+    print(f"Top {len(view)} of {len(incidents)} incidents:")
+    print(_indent(view.to_string(index=False)))
+
+
+def cmd_retrain(args: argparse.Namespace) -> int:
+    from alertclf.flows import retrain
+
+    settings = settings_from_args(
+        args,
+        algorithm=args.algorithm,
+        promotion_threshold=args.promotion_threshold,
+        history_days=args.history_days,
+        holdout_fraction=args.holdout_fraction,
+    )
+    outcome = retrain(settings, args.history, args.graph, args.models)
+    print(f"Trained {settings.model_name} v{outcome.version} "
+          f"({outcome.metrics.get('n_clusters', float('nan')):.0f} clusters, "
+          f"training silhouette {outcome.metrics.get('silhouette', float('nan')):.3f})")  # fmt: skip
+    print(("PROMOTED to production: " if outcome.promoted else "Left at staging: ") + outcome.reason)
+    print(f"MLflow run: {outcome.mlflow_run_id}")
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from alertclf.flows import replay
+
+    settings = settings_from_args(args)
+    outcome = replay(
+        settings, args.alerts, args.graph, args.batch_minutes, args.output, args.models,
+        args.train_fraction, use_registry=not args.no_registry,
+    )  # fmt: skip
+    print(
+        f"Replayed {outcome.alerts} alerts in {outcome.batches} batches of "
+        f"{args.batch_minutes:g} minutes in {outcome.seconds:.1f} s "
+        f"({'model trained in-process' if outcome.trained_in_process else 'production model'})"
+    )
+    print(f"Results: {outcome.results_dir}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from alertclf.evaluation import format_table
+    from alertclf.flows import evaluate_results
+
+    scores = evaluate_results(args.results, args.truth, args.graph)
+    print(format_table(scores))
+    if args.json:
+        from alertclf.io.results import write_json
+
+        write_json(scores, args.json)
+    return 0
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    from alertclf.flows import promote
+
+    settings = settings_from_args(args)
+    tags = promote(settings, str(args.version), args.reject, args.reason, args.models)
+    print(f"{settings.model_name} v{args.version}: {tags['decision.outcome']} "
+          f"({tags['decision.reason']})")  # fmt: skip
+    return 0
+
+
+def cmd_store(args: argparse.Namespace) -> int:
+    """Create the store and both experiments (artifacts under --models), so that runs that
+    ``mlflow run`` creates land there too; print the URI to export."""
+    from alertclf import tracking
+
+    settings = settings_from_args(args)
+    config = tracking.configure_tracking(args.models)
+    for name in (settings.classify_experiment, settings.retrain_experiment):
+        tracking.ensure_experiment(name, config)
+    print(config.tracking_uri)
     return 0
 
 

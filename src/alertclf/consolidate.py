@@ -204,7 +204,9 @@ def consolidate(
             _groups_frame([]),
             grouper.state_at(None),
             pd.Series([], index=alerts.index, dtype=object, name="group_reason"),
-            pd.DataFrame(index=alerts.index, columns=list(AS_OF_COLUMNS), dtype=np.float64),
+            pd.DataFrame(index=alerts.index, columns=list(AS_OF_COLUMNS), dtype=np.float64).assign(
+                cause_family=pd.Series([], index=alerts.index, dtype=object)
+            ),
         )
     times = to_epoch_ns(alerts["timestamp"])
     keys = service_keys(alerts)
@@ -223,7 +225,7 @@ def consolidate(
     cause_family = np.empty(len(alerts), dtype=object)
     for pos in np.lexsort((ids, times)):
         group, reasons[pos], as_of[pos] = grouper.add(
-            int(times[pos]), keys[pos], names[pos], symptom_like[pos], ids[pos],
+            int(times[pos]), keys[pos], names[pos], bool(symptom_like[pos]), ids[pos],
             families[pos], hosts[pos],
         )  # fmt: skip
         assigned[pos] = group.group_id

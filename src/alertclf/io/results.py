@@ -1,14 +1,151 @@
-"""Writing result tables."""
+"""The results store: one folder per classify run, complete or absent.
+
+``results/{run_id}/`` is written into a hidden temporary folder beside it, every file
+flushed to disk, and then renamed into place in one step, so a reader (or a crash)
+never sees a half-written result folder. ``run_id`` is the UTC start time
+``YYYYMMDD_HHMMSS`` (``_2``, ``_3``... when taken).
+
+CSV cells that begin with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return are
+written with a leading apostrophe (OWASP "CSV injection"): a spreadsheet then shows
+text instead of running a formula. The raw value is recoverable with
+:func:`unescape_cell` (drop the apostrophe when the next character is one of those).
+"""
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pandas as pd
+
+FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
+TMP_PREFIX = ".tmp-"
+
+
+def escape_cell(value: Any) -> Any:
+    if isinstance(value, str) and value.startswith(FORMULA_TRIGGERS):
+        return "'" + value
+    return value
+
+
+def unescape_cell(value: Any) -> Any:
+    if isinstance(value, str) and len(value) > 1 and value[0] == "'" and value[1] in "=+-@\t\r":
+        return value[1:]
+    return value
+
+
+def neutralise(frame: pd.DataFrame) -> pd.DataFrame:
+    """Text columns with formula-like cells escaped; numbers and dates untouched."""
+    out = frame.copy()
+    for column in out.columns:
+        series = out[column]
+        if pd.api.types.is_numeric_dtype(series) or pd.api.types.is_datetime64_any_dtype(series):
+            continue
+        if pd.api.types.is_bool_dtype(series):
+            continue
+        text = series.astype("object")
+        risky = text.map(lambda v: isinstance(v, str) and v.startswith(FORMULA_TRIGGERS))
+        if risky.any():
+            out[column] = text.where(~risky, "'" + text.astype(str))
+    return out
 
 
 def write_csv(frame: pd.DataFrame, path: str | Path) -> Path:
-    """Write one result table as UTF-8 CSV without the index."""
+    """Write one result table as UTF-8 CSV, formula-safe, flushed to disk."""
     path = Path(path)
-    frame.to_csv(path, index=False)
+    safe = neutralise(frame)
+    with open(path, "w", encoding="utf-8", newline="") as handle:
+        safe.to_csv(handle, index=False, date_format="%Y-%m-%dT%H:%M:%S.%fZ")
+        handle.flush()
+        os.fsync(handle.fileno())
     return path
+
+
+def write_json(data: Any, path: str | Path) -> Path:
+    path = Path(path)
+    with open(path, "w", encoding="utf-8") as handle:
+        json.dump(data, handle, indent=1, sort_keys=True, default=_json_default)
+        handle.write("\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    return path
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return float(value) if np.isfinite(value) else None
+    if isinstance(value, pd.Timestamp | datetime):
+        return value.isoformat()
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return str(value)
+
+
+def new_run_id(root: Path, now: datetime | None = None) -> str:
+    stamp = (now or datetime.now(UTC)).strftime("%Y%m%d_%H%M%S")
+    candidate, n = stamp, 1
+    while (root / candidate).exists() or any(root.glob(f"{TMP_PREFIX}{candidate}-*")):
+        n += 1
+        candidate = f"{stamp}_{n}"
+    return candidate
+
+
+def write_results(
+    root: str | Path,
+    run_id: str,
+    tables: dict[str, pd.DataFrame],
+    documents: dict[str, Any],
+) -> Path:
+    """Write every file into a temporary folder, then rename it to ``root/run_id``."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = root / f"{TMP_PREFIX}{run_id}-{os.getpid()}"
+    final = root / run_id
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    try:
+        for name, frame in tables.items():
+            write_csv(frame, tmp / name)
+        for name, data in documents.items():
+            write_json(data, tmp / name)
+        _fsync_dir(tmp)
+        os.rename(tmp, final)
+        _fsync_dir(root)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
+
+
+def remove_stale_temporaries(root: str | Path) -> list[Path]:
+    """Temporary folders left by a crash (never renamed, so never visible as results)."""
+    root = Path(root)
+    removed = []
+    if root.is_dir():
+        for tmp in root.glob(f"{TMP_PREFIX}*"):
+            shutil.rmtree(tmp, ignore_errors=True)
+            removed.append(tmp)
+    return removed
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

@@ -52,6 +52,13 @@ def list_sources(location: str | Path) -> list[Source]:
     "first occurrence wins" duplicate handling deterministic.
     """
     text = str(location)
+    # Blob URLs go to the Azure reader, imported only then so local runs never load the SDK.
+    # ("azure:/" and "https:/": a Path collapses the double slash.)
+    if text.lower().startswith(("azure:/", "http:/", "https:/")):
+        from alertclf.io import azure
+
+        if azure.is_azure_url(text):
+            return azure.list_blob_sources(text)
     path = Path(text).expanduser()
     if path.is_file():
         return [Source.from_path(path)]

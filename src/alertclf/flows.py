@@ -1,0 +1,772 @@
+"""Flows: the only place that composes I/O, the pure pipeline and MLflow.
+
+* :func:`classify` -- one 15-minute batch: new alerts since the watermark -> results
+  folder + MLflow run; the watermark and open incidents are saved last.
+* :func:`retrain` -- history -> candidate model -> registry (``staging``) -> compared
+  with ``production`` on the same held-out recent alerts -> promoted or left for review.
+* :func:`promote` -- a reviewer's decision on a version.
+* :func:`replay` -- a backtest: history as consecutive batches in one process.
+* :func:`evaluate_results` -- a results folder against a ground truth file.
+"""
+
+from __future__ import annotations
+
+import getpass
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from alertclf import __version__, tracking
+from alertclf.contracts import RESULT_FILES
+from alertclf.errors import AlertclfError
+from alertclf.io.alerts import AlertBatch, read_alerts
+from alertclf.io.results import new_run_id, remove_stale_temporaries, write_results
+from alertclf.io.state import RunState, StateStore
+from alertclf.pipeline import (
+    BatchResult,
+    GraphContext,
+    Prepared,
+    prepare_batch,
+    replay_batches,
+    score_batch,
+    train,
+)
+from alertclf.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+FAULT_ENV = "ALERTCLF_FAULT_POINT"  # test hook: os._exit at a named point (see _fault)
+SUPERSEDED_DIR = ".superseded"
+
+
+class FlowError(AlertclfError):
+    """A flow cannot go on; the message says why and what to do."""
+
+
+# --- inputs -------------------------------------------------------------------------------
+def load_inputs(
+    alerts: str | Path, graph: str | Path, settings: Settings
+) -> tuple[AlertBatch, GraphContext]:
+    graph_obj = _load_graph(graph)
+    batch = read_alerts(alerts, settings)
+    logger.info(
+        "read %s: %d rows, %d accepted, %d rejected",
+        _safe(alerts), batch.rows_read, len(batch.alerts), len(batch.rejected),
+    )  # fmt: skip
+    return batch, GraphContext.build(graph_obj, settings)
+
+
+def _load_graph(location: str | Path):
+    from alertclf.graph import load_graph
+
+    text = str(location)
+    if _is_remote(text):
+        from alertclf.io import azure
+
+        return load_graph(text, data=azure.read_blob_bytes(text))
+    return load_graph(location)
+
+
+def _is_remote(location: str) -> bool:
+    return location.startswith(("azure://", "https://", "http://"))
+
+
+def _safe(location: str | Path) -> str:
+    """A location as it may be logged or stored (no keys or SAS tokens)."""
+    text = str(location)
+    if _is_remote(text):
+        from alertclf.io import azure
+
+        return azure.redact(text)
+    return text
+
+
+def _fault(point: str) -> None:
+    """Die like ``kill -9`` at a named point when the tests ask for it."""
+    if os.environ.get(FAULT_ENV) == point:
+        logger.error("fault injected at %s", point)
+        os._exit(86)
+
+
+# --- classify -----------------------------------------------------------------------------
+@dataclass
+class ClassifyOutcome:
+    run_id: str
+    results_dir: Path
+    rows_read: int
+    rows_accepted: int
+    rows_rejected: int
+    rows_new: int
+    model_version: str | None
+    mlflow_run_id: str | None
+    bootstrapped: bool
+    incidents: pd.DataFrame
+    clusters: pd.DataFrame
+    metadata: dict = field(default_factory=dict)
+
+
+def classify(
+    settings: Settings,
+    alerts: str | Path,
+    graph: str | Path,
+    output: str | Path = "results",
+    models: str | Path | None = None,
+    since: str | None = None,
+    until: str | None = None,
+    bootstrap: bool = True,
+) -> ClassifyOutcome:
+    """Classify the alerts that are new since the last run (all of them the first time)."""
+    started = time.perf_counter()
+    stage_times: dict[str, float] = {}
+    output = Path(output)
+    tracking_cfg = tracking.configure_tracking(models)
+    output.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(output)
+    store = StateStore(output)
+    state = store.load()
+    _supersede_uncommitted(output, state)
+
+    t0 = time.perf_counter()
+    batch, context = load_inputs(alerts, graph, settings)
+    stage_times["read"] = round(time.perf_counter() - t0, 4)
+    new, skipped = select_new(batch.alerts, state, settings, since, until)
+    logger.info("%d new alerts to classify (%s)", len(new), skipped)
+
+    run_id = new_run_id(output)
+    model_name = settings.model_name
+    with tracking.start_run(
+        settings.classify_experiment, tracking_cfg, run_name=f"classify-{run_id}"
+    ) as run:
+        tracking.log_settings(settings)
+        loaded, bootstrapped = _production_or_bootstrap(new, context, settings, bootstrap, state)
+        t0 = time.perf_counter()
+        prepared = prepare_batch(new, context, settings, state.pipeline_state())
+        result = score_batch(prepared, loaded.predict, loaded.profiles, context, settings)
+        stage_times["pipeline"] = round(time.perf_counter() - t0, 4)
+        stage_times.update(result.timings)
+        watermark_after = _new_watermark(state, new)
+        metadata = {
+            "run_id": run_id,
+            "mlflow_run_id": run.info.run_id,
+            "mlflow_tracking_uri": tracking.describe_uri(tracking_cfg.tracking_uri),
+            "model_name": model_name,
+            "model_version": loaded.version,
+            "model_alias": loaded.alias,
+            "bootstrapped_model": bootstrapped,
+            "inputs": {"alerts": _safe(alerts), "graph": _safe(graph)},
+            "files": [Path(f).name if not _is_remote(str(f)) else _safe(f) for f in batch.files],
+            "rows_read": batch.rows_read,
+            "rows_accepted": len(batch.alerts),
+            "rows_rejected": len(batch.rejected),
+            "rows_new": len(new),
+            "rows_already_processed": skipped,
+            "watermark_before": state.watermark,
+            "watermark_after": watermark_after,
+            "since": since,
+            "until": until,
+            "graph_fingerprint": context.fingerprint,
+            "timings_seconds": stage_times,
+            "notes": batch.notes,
+            "package_version": __version__,
+            "started_at": datetime.now(UTC).isoformat(),
+        }
+        statistics = dict(result.statistics)
+        statistics.update({"model_name": model_name, "model_version": loaded.version,
+                           "model_alias": loaded.alias})  # fmt: skip
+        t0 = time.perf_counter()
+        folder = write_results(
+            output, run_id, result_tables(result, batch), {
+                "clustering_statistics.json": statistics, "run_metadata.json": metadata,
+            },
+        )  # fmt: skip
+        stage_times["write"] = round(time.perf_counter() - t0, 4)
+        _fault("after_results")
+        _log_classify(result, batch, new, metadata, folder, stage_times, started)
+        _fault("after_mlflow")
+        store.save(
+            RunState(
+                watermark=watermark_after,
+                recent_ids=_recent_ids(state, new, watermark_after, settings),
+                pipeline=result.state.to_json(),
+                last_run_id=run_id,
+                model_version=loaded.version,
+                graph_fingerprint=context.fingerprint,
+                runs=state.runs + 1,
+            )
+        )
+    return ClassifyOutcome(
+        run_id=run_id,
+        results_dir=folder,
+        rows_read=batch.rows_read,
+        rows_accepted=len(batch.alerts),
+        rows_rejected=len(batch.rejected),
+        rows_new=len(new),
+        model_version=loaded.version,
+        mlflow_run_id=metadata["mlflow_run_id"],
+        bootstrapped=bootstrapped,
+        incidents=result.incidents,
+        clusters=result.clusters,
+        metadata=metadata,
+    )
+
+
+def result_tables(result: BatchResult, batch: AlertBatch) -> dict[str, pd.DataFrame]:
+    """The CSV files of DESIGN §3 for one batch."""
+    alerts = result.alerts
+    detailed = alerts.sort_values(["cluster_rank", "timestamp", "alert_id"], kind="stable")
+    return {
+        "alert_consolidation_final.csv": alerts,
+        "cluster_summary.csv": result.cluster_summary,
+        "ranked_clusters.csv": result.clusters,
+        "incident_groups.csv": result.incidents,
+        "deduplicated_alerts.csv": alerts[~alerts["is_duplicate"].astype(bool)],
+        "alerts_by_cluster_detailed.csv": detailed,
+        "mapping_statistics.csv": result.mapping,
+        "rejected_alerts.csv": batch.rejected,
+    }
+
+
+def select_new(
+    alerts: pd.DataFrame,
+    state: RunState,
+    settings: Settings,
+    since: str | None = None,
+    until: str | None = None,
+) -> tuple[pd.DataFrame, int]:
+    """Alerts newer than the watermark (minus the late-arrival allowance), not seen yet.
+
+    The first run over an input takes everything (backfill). ``since``/``until``
+    override the watermark. Returns the new alerts and how many were skipped.
+    """
+    if len(alerts) == 0:
+        return alerts, 0
+    ts = pd.to_datetime(alerts["timestamp"], utc=True)
+    keep = pd.Series(True, index=alerts.index)
+    if since:
+        keep &= ts >= _utc(since)
+    elif state.watermark:
+        lower = _utc(state.watermark) - pd.Timedelta(minutes=settings.late_arrival_minutes)
+        keep &= ts >= lower
+        keep &= ~alerts["alert_id"].astype(str).isin(set(state.recent_ids))
+    if until:
+        keep &= ts < _utc(until)
+    return alerts[keep], int((~keep).sum())
+
+
+def _utc(text: str) -> pd.Timestamp:
+    stamp = pd.Timestamp(text)
+    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+
+
+def _new_watermark(state: RunState, new: pd.DataFrame) -> str | None:
+    if len(new) == 0:
+        return state.watermark
+    newest = pd.to_datetime(new["timestamp"], utc=True).max()
+    if state.watermark and _utc(state.watermark) > newest:
+        return state.watermark
+    return newest.isoformat()
+
+
+def _recent_ids(
+    state: RunState, new: pd.DataFrame, watermark: str | None, settings: Settings
+) -> dict[str, str]:
+    """Ids processed inside the late-arrival window: a late alert is taken once."""
+    if not watermark:
+        return {}
+    lower = _utc(watermark) - pd.Timedelta(minutes=settings.late_arrival_minutes)
+    ids = dict(state.recent_ids)
+    if len(new):
+        ts = pd.to_datetime(new["timestamp"], utc=True)
+        for alert_id, stamp in zip(new["alert_id"].astype(str), ts, strict=True):
+            ids[alert_id] = stamp.isoformat()
+    return {k: v for k, v in ids.items() if _utc(v) >= lower}
+
+
+def _supersede_uncommitted(output: Path, state: RunState) -> None:
+    """Result folders newer than the last saved state came from a run that died before
+    saving it; their batch is about to be processed again, so move them aside."""
+    for folder in sorted(p for p in output.iterdir() if p.is_dir() and p.name[:1].isdigit()):
+        if state.last_run_id is None or folder.name > state.last_run_id:
+            target = output / SUPERSEDED_DIR / folder.name
+            target.parent.mkdir(exist_ok=True)
+            logger.warning(
+                "results %s were written by a run that did not finish; moved to %s "
+                "(its alerts are classified again now)", folder.name, target,
+            )  # fmt: skip
+            shutil.move(str(folder), str(target))
+
+
+def _production_or_bootstrap(
+    new: pd.DataFrame, context: GraphContext, settings: Settings, bootstrap: bool, state: RunState
+) -> tuple[tracking.LoadedModel, bool]:
+    name = settings.model_name
+    if tracking.alias_version(name, tracking.PRODUCTION) is not None:
+        return tracking.load_model(name, alias=tracking.PRODUCTION), False
+    if not bootstrap:
+        raise FlowError(
+            f"the registry has no '{name}@production' model; run `alertclf retrain` "
+            "(or classify with bootstrapping allowed) first"
+        )
+    if len(new) < settings.min_clustering_samples:
+        raise FlowError(
+            f"the registry has no '{name}@production' model and this batch has only "
+            f"{len(new)} alerts to train a first one (min_clustering_samples="
+            f"{settings.min_clustering_samples}); run `alertclf retrain --history ...` first"
+        )
+    logger.warning("no production model in the registry: training a first one on this batch")
+    prepared = prepare_batch(new, context, settings, state.pipeline_state())
+    version, _ = _train_and_register(prepared, settings, context, source="bootstrap")
+    decision = {
+        "decision.outcome": "promoted",
+        "decision.reason": "bootstrap: no production model existed; trained on the "
+        f"{len(new)} alerts of the first classify batch",
+        "decision.decided_by": "classify --run-once bootstrap",
+        "decision.decided_at": datetime.now(UTC).isoformat(),
+    }
+    tracking.set_version_tags(name, version, decision)
+    tracking.set_alias(name, tracking.PRODUCTION, version)
+    return tracking.load_model(name, alias=tracking.PRODUCTION), True
+
+
+def _log_classify(
+    result: BatchResult,
+    batch: AlertBatch,
+    new: pd.DataFrame,
+    metadata: dict,
+    folder: Path,
+    stage_times: dict[str, float],
+    started: float,
+) -> None:
+    import mlflow
+
+    incidents = result.incidents
+    metrics = {
+        "rows_read": batch.rows_read,
+        "rows_accepted": len(batch.alerts),
+        "rows_rejected": len(batch.rejected),
+        "rows_new": len(new),
+        "incident_groups": len(incidents),
+        "clusters_seen": len(result.clusters),
+        **result.statistics,
+        **{f"seconds_{k}": v for k, v in stage_times.items()},
+        "seconds_total": time.perf_counter() - started,
+    }
+    tracking.log_metrics(metrics)
+    mlflow.set_tags(
+        {
+            "alertclf.flow": "classify",
+            "alertclf.results_dir": str(folder),
+            "model.name": metadata["model_name"],
+            "model.version": str(metadata["model_version"]),
+            "model.alias": str(metadata["model_alias"]),
+            "model.bootstrapped": str(metadata["bootstrapped_model"]),
+        }
+    )
+    tracking.log_files([folder / name for name in RESULT_FILES], artifact_path="results")
+
+
+# --- retrain --------------------------------------------------------------------------
+@dataclass
+class RetrainOutcome:
+    version: str
+    promoted: bool
+    reason: str
+    candidate_score: float
+    production_score: float | None
+    production_version: str | None
+    mlflow_run_id: str
+    candidates: pd.DataFrame
+    metrics: dict
+
+
+def retrain(
+    settings: Settings,
+    history: str | Path,
+    graph: str | Path,
+    models: str | Path | None = None,
+) -> RetrainOutcome:
+    """Train a candidate on history, register it (``staging``) and promote it when it
+    beats ``production`` by more than ``promotion_threshold`` on held-out recent alerts."""
+    started = time.perf_counter()
+    tracking_cfg = tracking.configure_tracking(models)
+    batch, context = load_inputs(history, graph, settings)
+    alerts = _history_window(batch.alerts, settings)
+    train_alerts, holdout = split_holdout(alerts, settings.holdout_fraction)
+    if len(train_alerts) < settings.min_clustering_samples:
+        raise FlowError(
+            f"{_safe(history)}: {len(train_alerts)} alerts to train on after holding out the "
+            f"most recent {settings.holdout_fraction:.0%}; need at least "
+            f"{settings.min_clustering_samples} (min_clustering_samples)"
+        )
+    name = settings.model_name
+    with tracking.start_run(settings.retrain_experiment, tracking_cfg, run_name="retrain") as run:
+        tracking.log_settings(settings)
+        import mlflow
+
+        mlflow.log_params(
+            {"input.history": _safe(history), "input.graph": _safe(graph),
+             "input.history_rows_read": batch.rows_read, "input.history_rows_used": len(alerts)}
+        )  # fmt: skip
+        prepared = prepare_batch(train_alerts, context, settings)
+        held = prepare_batch(holdout, context, settings, prepared.state)
+        version, candidates = _train_and_register(prepared, settings, context, source="retrain")
+        window = _window(train_alerts, holdout)
+        decision = decide_promotion(version, held, settings, window)
+        tracking.set_version_tags(name, version, decision.tags)
+        if decision.promoted:
+            tracking.set_alias(name, tracking.PRODUCTION, version)
+        tracking.log_metrics(
+            {"decision_candidate_score": decision.candidate_score,
+             "decision_production_score": decision.production_score or float("nan"),
+             "decision_promoted": float(decision.promoted),
+             "seconds_total": time.perf_counter() - started}  # fmt: skip
+        )
+        mlflow.set_tags({"alertclf.flow": "retrain", "model.version": version,
+                         "decision.outcome": decision.tags["decision.outcome"]})  # fmt: skip
+        metrics = dict(mlflow.get_run(run.info.run_id).data.metrics)
+    logger.info("version %s: %s (%s)", version, decision.tags["decision.outcome"], decision.reason)
+    return RetrainOutcome(
+        version=version,
+        promoted=decision.promoted,
+        reason=decision.reason,
+        candidate_score=decision.candidate_score,
+        production_score=decision.production_score,
+        production_version=decision.production_version,
+        mlflow_run_id=run.info.run_id,
+        candidates=candidates,
+        metrics=metrics,
+    )
+
+
+def _train_and_register(
+    prepared: Prepared, settings: Settings, context: GraphContext, source: str
+) -> tuple[str, pd.DataFrame]:
+    """Fit, log params/metrics/profiles/candidates in the active run, register; return
+    the version and the table of candidates tried."""
+    import mlflow
+
+    model, profiles = train(prepared, settings)
+    metrics = dict(model.training_metrics_)
+    tracking.log_metrics(metrics)
+    mlflow.log_params({"model.selected_algorithm": model.algorithm_,
+                       "model.selected_params": model.selected_["params"]})  # fmt: skip
+    tracking.log_table(model.candidates_, "candidates.csv")
+    window = _window(prepared.alerts, prepared.alerts.iloc[0:0])
+    metadata = {
+        "model_name": settings.model_name,
+        "algorithm": model.algorithm_,
+        "selected": model.selected_,
+        "n_clusters": int(model.n_clusters_),
+        "metrics": metrics,
+        "feature_names": [str(c) for c in prepared.features.columns],
+        "training_rows": len(prepared.alerts),
+        "data_window": window,
+        "graph_fingerprint": context.fingerprint,
+        "source": source,
+        "trained_at": datetime.now(UTC).isoformat(),
+        "package_version": __version__,
+        "settings": settings.model_dump(),
+    }
+    version = tracking.log_model_version(
+        model, profiles, metadata, prepared.features, settings.model_name
+    )
+    metadata["version"] = version
+    tracking.log_json(profiles, f"v{version}_profiles.json")
+    tracking.log_json(metadata, f"v{version}_metadata.json")
+    tracking.set_version_tags(
+        settings.model_name, version,
+        {"alertclf.source": source, "alertclf.algorithm": model.algorithm_,
+         "alertclf.n_clusters": model.n_clusters_,
+         "alertclf.training_silhouette": round(float(metrics.get("silhouette", float("nan"))), 4),
+         "alertclf.data_window": window},
+    )  # fmt: skip
+    return version, model.candidates_
+
+
+def _history_window(alerts: pd.DataFrame, settings: Settings) -> pd.DataFrame:
+    """The last ``history_days`` of history, counted back from its newest alert."""
+    if len(alerts) == 0:
+        return alerts
+    ts = pd.to_datetime(alerts["timestamp"], utc=True)
+    return alerts[ts >= ts.max() - pd.Timedelta(days=settings.history_days)]
+
+
+def split_holdout(alerts: pd.DataFrame, fraction: float) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Oldest ``1 - fraction`` to train on, the most recent ``fraction`` held out."""
+    if len(alerts) == 0:
+        return alerts, alerts
+    ts = pd.to_datetime(alerts["timestamp"], utc=True)
+    cut = ts.sort_values().iloc[int(len(ts) * (1 - fraction))] if len(ts) > 1 else ts.max()
+    return alerts[ts < cut], alerts[ts >= cut]
+
+
+def _window(train_alerts: pd.DataFrame, holdout: pd.DataFrame) -> str:
+    def span(frame: pd.DataFrame) -> str:
+        if len(frame) == 0:
+            return "none"
+        ts = pd.to_datetime(frame["timestamp"], utc=True)
+        return f"{ts.min().isoformat()} .. {ts.max().isoformat()} ({len(frame)} alerts)"
+
+    text = f"train {span(train_alerts)}"
+    if len(holdout):
+        text += f"; held out {span(holdout)}"
+    return text
+
+
+@dataclass
+class Decision:
+    promoted: bool
+    reason: str
+    candidate_score: float
+    production_score: float | None
+    production_version: str | None
+    tags: dict[str, str]
+
+
+def holdout_score(features: pd.DataFrame, labels: np.ndarray, settings: Settings) -> float:
+    """How well a model's labels separate the held-out alerts, in one space for all models
+    (standardised features): silhouette, sampled the same way for every model."""
+    from alertclf.clustering import sampled_silhouette
+
+    values = features.to_numpy(dtype=np.float64)
+    scale = values.std(axis=0)
+    scale[scale == 0] = 1.0
+    standardised = (values - values.mean(axis=0)) / scale
+    return sampled_silhouette(
+        standardised, np.asarray(labels), settings.silhouette_sample_size, settings.random_state
+    )
+
+
+def decide_promotion(version: str, held: Prepared, settings: Settings, window: str) -> Decision:
+    name = settings.model_name
+    candidate = tracking.load_model(name, version=version)
+    production_version = tracking.alias_version(name, tracking.PRODUCTION)
+    cand_score = float("nan")
+    if len(held.features) >= 3:
+        cand_labels = candidate.predict(held.features)["cluster_id"].to_numpy()
+        cand_score = holdout_score(held.features, cand_labels, settings)
+    prod_score: float | None = None
+    if production_version is None:
+        promoted, reason = True, "first model: the registry had no production version"
+    else:
+        try:
+            prod = tracking.load_model(name, alias=tracking.PRODUCTION)
+            prod_labels = prod.predict(held.features)["cluster_id"].to_numpy()
+            prod_score = holdout_score(held.features, prod_labels, settings)
+        except Exception as err:  # a broken or incompatible production model
+            promoted = True
+            reason = f"production v{production_version} cannot score current data ({err})"
+        else:
+            promoted, reason = _compare(cand_score, prod_score, settings.promotion_threshold)
+    tags = {
+        "decision.outcome": "promoted" if promoted else "staged",
+        "decision.reason": reason,
+        "decision.metric": "silhouette of held-out alerts, standardised feature space",
+        "decision.candidate_score": _fmt(cand_score),
+        "decision.production_score": _fmt(prod_score),
+        "decision.production_version": production_version or "none",
+        "decision.threshold": str(settings.promotion_threshold),
+        "decision.data_window": window,
+        "decision.decided_by": "retrain",
+        "decision.decided_at": datetime.now(UTC).isoformat(),
+    }
+    return Decision(promoted, reason, cand_score, prod_score, production_version, tags)
+
+
+def _compare(candidate: float, production: float, threshold: float) -> tuple[bool, str]:
+    if not np.isfinite(candidate):
+        return False, "held-out data too small or too uniform to score the candidate"
+    if not np.isfinite(production):
+        return True, "production gives no usable clusters on the held-out data"
+    improvement = (candidate - production) / max(abs(production), 1e-9)
+    verdict = (
+        f"candidate {candidate:.4f} vs production {production:.4f}: "
+        f"{improvement:+.1%} (threshold > {threshold:.0%})"
+    )
+    if improvement > threshold:
+        return True, f"better on the same data: {verdict}"
+    return False, f"not better enough, left at staging for review: {verdict}"
+
+
+def _fmt(value: float | None) -> str:
+    return "none" if value is None or not np.isfinite(value) else f"{value:.6f}"
+
+
+# --- promote --------------------------------------------------------------------------
+def promote(
+    settings: Settings,
+    version: str,
+    reject: bool = False,
+    reason: str | None = None,
+    models: str | Path | None = None,
+) -> dict[str, Any]:
+    """A reviewer promotes a version to ``production``, or rejects it."""
+    tracking.configure_tracking(models)
+    name = settings.model_name
+    version = str(version)
+    if not tracking.version_exists(name, version):
+        raise FlowError(f"{name} has no version {version}")
+    who = _user()
+    now = datetime.now(UTC).isoformat()
+    if reject:
+        if tracking.alias_version(name, tracking.PRODUCTION) == version:
+            raise FlowError(
+                f"version {version} is in production; promote another version before "
+                "rejecting this one"
+            )
+        if tracking.alias_version(name, tracking.STAGING) == version:
+            tracking.delete_alias(name, tracking.STAGING)
+        tags = {"decision.outcome": "rejected", "decision.reason": reason or "rejected by reviewer",
+                "decision.decided_by": who, "decision.decided_at": now}  # fmt: skip
+    else:
+        previous = tracking.alias_version(name, tracking.PRODUCTION)
+        tracking.set_alias(name, tracking.PRODUCTION, version)
+        if tracking.alias_version(name, tracking.STAGING) == version:
+            tracking.delete_alias(name, tracking.STAGING)
+        tags = {"decision.outcome": "promoted",
+                "decision.reason": reason or f"promoted by reviewer (was v{previous})",
+                "decision.decided_by": who, "decision.decided_at": now,
+                "decision.previous_production": previous or "none"}  # fmt: skip
+    tracking.set_version_tags(name, version, tags)
+    return tags
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "reviewer"
+
+
+# --- replay ----------------------------------------------------------------------------
+@dataclass
+class ReplayOutcome:
+    results_dir: Path
+    batches: int
+    alerts: int
+    seconds: float
+    trained_in_process: bool
+
+
+def replay(
+    settings: Settings,
+    alerts: str | Path,
+    graph: str | Path,
+    batch_minutes: float = 15,
+    output: str | Path = "results",
+    models: str | Path | None = None,
+    train_fraction: float = 0.25,
+    use_registry: bool = True,
+) -> ReplayOutcome:
+    """Backtest: the production model (or, without one, a model trained in-process on the
+    first ``train_fraction`` of the history) scores the rest as consecutive batches."""
+    started = time.perf_counter()
+    batch, context = load_inputs(alerts, graph, settings)
+    data = batch.alerts
+    model = None
+    if use_registry:
+        tracking.configure_tracking(models)
+        if tracking.alias_version(settings.model_name, tracking.PRODUCTION) is not None:
+            model = tracking.load_model(settings.model_name, alias=tracking.PRODUCTION)
+    trained = model is None
+    if trained:
+        train_alerts, data = split_holdout(data, 1 - train_fraction)
+        prepared = prepare_batch(train_alerts, context, settings)
+        fitted, profiles = train(prepared, settings)
+        predict = fitted.predict_details
+        state = prepared.state
+    else:
+        predict, profiles, state = model.predict, model.profiles, None
+    results, _ = replay_batches(
+        data, context, settings, predict, profiles, batch_minutes, state, progress=True
+    )
+    combined = combine_batches(results, profiles, context, settings)
+    run_id = new_run_id(Path(output))
+    metadata = {
+        "run_id": run_id,
+        "mode": "replay",
+        "batches": len(results),
+        "batch_minutes": batch_minutes,
+        "inputs": {"alerts": _safe(alerts), "graph": _safe(graph)},
+        "rows_read": batch.rows_read,
+        "rows_accepted": len(batch.alerts),
+        "rows_rejected": len(batch.rejected),
+        "rows_replayed": int(sum(len(r.alerts) for r in results)),
+        "model": "trained in-process" if trained else f"{model.name} v{model.version}",
+        "train_fraction": train_fraction if trained else None,
+        "package_version": __version__,
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+    folder = write_results(
+        output, run_id, {**combined, "rejected_alerts.csv": batch.rejected},
+        {"run_metadata.json": metadata,
+         "clustering_statistics.json": {"batches": [r.statistics for r in results]}},
+    )  # fmt: skip
+    return ReplayOutcome(folder, len(results), metadata["rows_replayed"],
+                         metadata["seconds"], trained)  # fmt: skip
+
+
+def combine_batches(
+    results: list[BatchResult], profiles: dict[int, dict], context: GraphContext,
+    settings: Settings,
+) -> dict[str, pd.DataFrame]:  # fmt: skip
+    """One results set from many batches: every alert; each incident as last seen."""
+    from alertclf.mapping import mapping_statistics
+    from alertclf.pipeline import cluster_summary, order_columns
+    from alertclf.ranking import cluster_table
+
+    if not results:
+        empty = pd.DataFrame()
+        return {name: empty for name in RESULT_FILES if name.endswith(".csv")}
+    alerts = order_columns(pd.concat([r.alerts for r in results], ignore_index=True))
+    incidents = pd.concat([r.incidents for r in results], ignore_index=True)
+    incidents = incidents.drop_duplicates("group_id", keep="last")
+    incidents = incidents.sort_values(["importance_score", "group_id"], ascending=[False, True])
+    incidents["rank"] = np.arange(1, len(incidents) + 1)
+    end = pd.to_datetime(alerts["timestamp"], utc=True).max()
+    clusters = cluster_table(alerts, profiles, context.features, end)
+    alerts["cluster_rank"] = alerts["cluster_id"].map(clusters.set_index("cluster_id")["cluster_rank"])
+    fake = BatchResult(alerts, incidents, clusters, cluster_summary(alerts, profiles),
+                       mapping_statistics(alerts), {}, results[-1].state, {})  # fmt: skip
+    tables = result_tables(fake, AlertBatch(alerts.iloc[0:0], pd.DataFrame(), 0, [], []))
+    tables.pop("rejected_alerts.csv")
+    return tables
+
+
+# --- evaluate ---------------------------------------------------------------------------
+def evaluate_results(
+    results_dir: str | Path, truth_path: str | Path, graph: str | Path | None = None
+) -> dict[str, dict[str, float]]:
+    from alertclf.evaluation import evaluate
+    from alertclf.io.results import unescape_cell
+
+    folder = Path(results_dir)
+    final = folder / "alert_consolidation_final.csv"
+    if not final.exists():
+        raise FlowError(f"{folder}: no alert_consolidation_final.csv (is this a results folder?)")
+    try:
+        truth = pd.read_csv(truth_path, dtype={"alert_id": str})
+    except (OSError, ValueError) as err:
+        raise FlowError(f"{truth_path}: cannot read the truth file ({err})") from None
+    missing = {"alert_id", "incident_id"} - set(truth.columns)
+    if missing:
+        raise FlowError(f"{truth_path}: missing column(s) {sorted(missing)}")
+    results = pd.read_csv(final, dtype={"alert_id": str, "group_id": str, "duplicate_of": str,
+                                        "mapped_service": str}, keep_default_na=False)  # fmt: skip
+    for column in ("alert_id", "service", "mapped_service"):
+        results[column] = results[column].map(unescape_cell)
+    results["is_duplicate"] = results["is_duplicate"].astype(str).str.lower() == "true"
+    incidents_path = folder / "incident_groups.csv"
+    incidents = pd.read_csv(incidents_path, keep_default_na=False) if incidents_path.exists() else None
+    nodes = None
+    if graph is not None:
+        nodes = {str(n) for n in _load_graph(graph).nodes}
+    return evaluate(results, truth, incidents, nodes)
