@@ -8,7 +8,8 @@ Metrics (DESIGN.md §6):
 * dedup: precision and recall of ``is_duplicate``;
 * mapping: accuracy of ``mapped_service`` for alerts whose true service is in the graph,
   and the share of alerts on unknown services mapped to anything (should be ~0);
-* root cause: share of incidents whose group's ``root_cause_service`` is the true root.
+* root cause: share of incidents whose group's ``root_cause_service`` is the true root;
+* ranking: share of the top 10 ranked groups that are distinct real incidents.
 
 Baselines, computed on the same alerts:
 
@@ -138,6 +139,7 @@ def evaluate(
     ours.update(mapping_scores(merged, graph_nodes))
     if incidents is not None and len(incidents):
         ours["root_cause_accuracy"] = root_cause_accuracy(merged, incidents)
+        ours["top10_precision"] = ranking_precision(merged, incidents, 10)
     ours["alerts_evaluated"] = float(len(merged))
     out["ours"] = ours
 
@@ -189,6 +191,33 @@ def root_cause_accuracy(merged: pd.DataFrame, incidents: pd.DataFrame) -> float:
     guess = main_group["group_id"].map(predicted).fillna("").astype(str).str.lower()
     want = main_group["incident_id"].map(roots).astype(str).str.lower()
     return float((guess.to_numpy() == want.to_numpy()).mean())
+
+
+def ranking_precision(merged: pd.DataFrame, incidents: pd.DataFrame, k: int = 10) -> float:
+    """Share of the top-``k`` ranked groups that are real incidents, each counted once
+    (a group of background noise, or a second group of an incident already listed,
+    is a wasted line on the on-call engineer's screen)."""
+    top = incidents.sort_values("rank").head(k)["group_id"].astype(str).tolist()
+    if not top:
+        return float("nan")
+    noise = merged["is_noise"].astype(bool) if "is_noise" in merged else merged[
+        "incident_id"
+    ].astype(str).str.startswith("N")
+    owner = (
+        merged.assign(_noise=noise)
+        .groupby("group_id")
+        .agg(incident=("incident_id", lambda s: s.value_counts().index[0]), noise=("_noise", "mean"))
+    )
+    seen: set[str] = set()
+    hits = 0
+    for group in top:
+        if group not in owner.index:
+            continue
+        incident, noise_share = owner.loc[group, "incident"], owner.loc[group, "noise"]
+        if noise_share < 0.5 and incident not in seen:
+            hits += 1
+        seen.add(incident)
+    return hits / len(top)
 
 
 def format_table(scores: dict[str, dict[str, float]]) -> str:
