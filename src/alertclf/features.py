@@ -101,7 +101,7 @@ def build_features(alerts: pd.DataFrame, graph_features: pd.DataFrame) -> pd.Dat
     times = to_epoch_ns(alerts["timestamp"]) if n else np.zeros(0, dtype=np.int64)
     ts = pd.to_datetime(times, unit="ns", utc=True)
     hour = (ts.hour + ts.minute / 60.0).to_numpy(dtype=np.float64)
-    dow = ts.dayofweek.to_numpy(dtype=np.float64) + hour / 24.0
+    dow = ts.day_of_week.to_numpy(dtype=np.float64) + hour / 24.0
     out["a_severity"] = (
         alerts["severity"].map(SEVERITY_ORDINAL).fillna(0).to_numpy(dtype=np.float64)
     )

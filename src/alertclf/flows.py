@@ -53,10 +53,10 @@ class FlowError(AlertclfError):
 
 # --- inputs -------------------------------------------------------------------------------
 def load_inputs(
-    alerts: str | Path, graph: str | Path, settings: Settings
+    alerts: str | Path, graph: str | Path, settings: Settings, history: bool = False
 ) -> tuple[AlertBatch, GraphContext]:
     graph_obj = _load_graph(graph)
-    batch = read_alerts(alerts, settings)
+    batch = read_history(alerts, settings) if history else read_alerts(alerts, settings)
     logger.info(
         "read %s: %d rows, %d accepted, %d rejected",
         _safe(alerts), batch.rows_read, len(batch.alerts), len(batch.rejected),
@@ -76,17 +76,30 @@ def _load_graph(location: str | Path):
 
 
 def _is_remote(location: str) -> bool:
-    return location.startswith(("azure://", "https://", "http://"))
+    from alertclf.io.azure import is_azure_url
+
+    return is_azure_url(location)
 
 
 def _safe(location: str | Path) -> str:
-    """A location as it may be logged or stored (no keys or SAS tokens)."""
+    """A location as it may be logged or stored (no keys, no SAS query string)."""
     text = str(location)
     if _is_remote(text):
         from alertclf.io import azure
 
-        return azure.redact(text)
+        return azure.describe_location(text)
     return text
+
+
+def read_history(location: str | Path, settings: Settings) -> AlertBatch:
+    """History for retrain: from Blob only the date partitions of the last
+    ``history_days`` are listed and downloaded (one blob at a time)."""
+    if _is_remote(str(location)):
+        from alertclf.io.azure import list_blob_sources
+
+        sources = list_blob_sources(str(location), history_days=settings.history_days)
+        return read_alerts(sources, settings)
+    return read_alerts(location, settings)
 
 
 def _fault(point: str) -> None:
@@ -397,7 +410,7 @@ def retrain(
     beats ``production`` by more than ``promotion_threshold`` on held-out recent alerts."""
     started = time.perf_counter()
     tracking_cfg = tracking.configure_tracking(models)
-    batch, context = load_inputs(history, graph, settings)
+    batch, context = load_inputs(history, graph, settings, history=True)
     alerts = _history_window(batch.alerts, settings)
     train_alerts, holdout = split_holdout(alerts, settings.holdout_fraction)
     if len(train_alerts) < settings.min_clustering_samples:

@@ -19,6 +19,7 @@ import logging
 import os
 import tempfile
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import metadata as importlib_metadata
@@ -39,6 +40,11 @@ MODEL_REQUIREMENTS = (
     "mlflow", "scikit-learn", "pandas", "numpy", "scipy", "joblib", "networkx", "PyYAML",
     "pydantic", "pyarrow",
 )  # fmt: skip
+
+
+# The tracking URI this process exported itself (so a later call with another --models
+# is not mistaken for a user's MLFLOW_TRACKING_URI).
+_SET_BY_US: dict[str, str] = {}
 
 
 class TrackingError(AlertclfError):
@@ -78,6 +84,9 @@ def configure_tracking(models_dir: str | Path | None = None) -> Tracking:
     os.environ.setdefault("MLFLOW_ENABLE_TELEMETRY", "false")
     models = Path(models_dir or DEFAULT_MODELS_DIR).expanduser().resolve()
     env_uri = os.environ.get("MLFLOW_TRACKING_URI", "").strip()
+    if env_uri and env_uri == _SET_BY_US.get("uri"):
+        # We exported it ourselves earlier in this process: the caller's --models decides.
+        env_uri = ""
     if env_uri:
         uri = absolute_uri(env_uri)
         artifact_root = None
@@ -87,6 +96,10 @@ def configure_tracking(models_dir: str | Path | None = None) -> Tracking:
         models.mkdir(parents=True, exist_ok=True)
         uri = f"sqlite:///{models / 'mlflow.db'}"
         artifact_root = (models / "mlruns").as_uri()
+    if not os.environ.get("MLFLOW_TRACKING_URI") or os.environ.get(
+        "MLFLOW_TRACKING_URI"
+    ) == _SET_BY_US.get("uri"):
+        _SET_BY_US["uri"] = uri
     os.environ["MLFLOW_TRACKING_URI"] = uri  # children (mlflow run) use the same store
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
@@ -253,7 +266,11 @@ def log_model_version(
     output["cluster_name"] = output["cluster_id"].map(
         lambda c: profiles.get(int(c), {}).get("name", "")
     )
-    signature = infer_signature(sample, output)
+    with warnings.catch_warnings():
+        # cluster_id is an integer by design and never missing; MLflow's hint about
+        # integer columns and missing values does not apply.
+        warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
+        signature = infer_signature(sample, output)
     with tempfile.TemporaryDirectory() as tmp:
         artifacts = serving.write_artifacts(model, profiles, metadata, Path(tmp))
         info = _retry(

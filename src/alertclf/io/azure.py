@@ -720,7 +720,7 @@ def _fatal_message(err: BaseException, shown: str) -> str | None:
             return f"{shown}: the container does not exist"
         if code == "BlobNotFound" or (isinstance(err, ResourceNotFoundError) and not code):
             return f"{shown}: no such blob"
-        return f"{shown}: Azure answered {status} {code}: {_short_cause(err)}".rstrip(": ")
+        return f"{shown}: Azure answered {status} {code or ''}: {_short_cause(err)}"
     if isinstance(err, AzureError):
         return f"{shown}: {_short_cause(err)}"
     return None

@@ -1,0 +1,241 @@
+"""classify / retrain / promote against a real MLflow SQLite store and registry.
+
+No MLflow object is mocked: every test gets its own store in a temporary folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import pytest
+
+from alertclf import tracking
+from alertclf.contracts import FINAL_COLUMNS, INCIDENT_COLUMNS, RESULT_FILES
+from alertclf.flows import FAULT_ENV, FlowError, classify, promote, retrain
+from alertclf.settings import Settings
+from alertclf.simulate import SimulationConfig, simulate, write_simulation
+
+# Small, quick models: k-means over a short range.
+FAST = {"algorithm": "kmeans", "kmeans_k_min": 4, "kmeans_k_max": 9}
+
+
+@pytest.fixture(scope="module")
+def scenario(tmp_path_factory) -> dict[str, Path]:
+    out = tmp_path_factory.mktemp("scenario")
+    sim = simulate(SimulationConfig(seed=11, days=1.5, scenario="mixed"))
+    return write_simulation(sim, out)
+
+
+@pytest.fixture(autouse=True)
+def isolated_tracking(monkeypatch):
+    """Each test decides its own store; nothing leaks through the environment."""
+    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", FAULT_ENV):
+        monkeypatch.delenv(name, raising=False)
+    tracking._SET_BY_US.clear()
+    yield
+    tracking._SET_BY_US.clear()
+
+
+def settings(**extra) -> Settings:
+    return Settings(**{**FAST, **extra})
+
+
+def aliases(models: Path, name: str = "alert-clustering") -> dict[str, str]:
+    tracking.configure_tracking(models)
+    return {k: str(v) for k, v in tracking.client().get_registered_model(name).aliases.items()}
+
+
+def test_first_retrain_registers_version_1_in_production(scenario, tmp_path):
+    models = tmp_path / "models"
+    outcome = retrain(settings(), scenario["alerts"], scenario["graph"], models)
+    assert outcome.version == "1" and outcome.promoted
+    assert aliases(models) == {"staging": "1", "production": "1"}
+    tags = tracking.version_tags("alert-clustering", "1")
+    assert tags["decision.outcome"] == "promoted"
+    assert "first model" in tags["decision.reason"]
+    assert (models / "mlflow.db").exists()
+    run = mlflow.get_run(outcome.mlflow_run_id)
+    assert run.data.params["setting.time_window_minutes"] == "15"
+    for metric in ("silhouette", "davies_bouldin", "calinski_harabasz", "n_clusters",
+                   "noise_share", "outlier_share", "n_samples", "feature_count",
+                   "pca_components", "training_seconds"):  # fmt: skip
+        assert metric in run.data.metrics, metric
+    artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id)}
+    assert {"v1_profiles.json", "v1_metadata.json", "candidates.csv"} <= artifacts
+    # Artifacts live under the models folder, not the current directory.
+    assert str(models) in run.info.artifact_uri
+
+
+def test_retrain_that_is_not_better_stays_at_staging_with_decision_tags(scenario, tmp_path):
+    models = tmp_path / "models"
+    retrain(settings(), scenario["alerts"], scenario["graph"], models)
+    second = retrain(settings(), scenario["alerts"], scenario["graph"], models)
+    assert second.version == "2" and not second.promoted
+    assert aliases(models) == {"staging": "2", "production": "1"}
+    tags = tracking.version_tags("alert-clustering", "2")
+    assert tags["decision.outcome"] == "staged"
+    assert tags["decision.production_version"] == "1"
+    assert tags["decision.threshold"] == "0.05"
+    for key in ("decision.candidate_score", "decision.production_score",
+                "decision.data_window", "decision.reason"):  # fmt: skip
+        assert tags[key] not in ("", "none"), key
+    # Same data, same settings: the same score, so no promotion.
+    assert float(tags["decision.candidate_score"]) == pytest.approx(
+        float(tags["decision.production_score"]), abs=1e-6
+    )
+
+
+def test_clearly_better_candidate_is_promoted(scenario, tmp_path):
+    models = tmp_path / "models"
+    weak = retrain(settings(kmeans_k_min=2, kmeans_k_max=2), scenario["alerts"],
+                   scenario["graph"], models)  # fmt: skip
+    assert weak.promoted
+    strong = retrain(settings(), scenario["alerts"], scenario["graph"], models)
+    assert strong.promoted, strong.reason
+    assert strong.candidate_score > strong.production_score * 1.05
+    assert aliases(models)["production"] == "2"
+    assert "better on the same data" in tracking.version_tags("alert-clustering", "2")[
+        "decision.reason"
+    ]
+
+
+def test_reviewer_promotes_and_rejects(scenario, tmp_path):
+    models = tmp_path / "models"
+    retrain(settings(), scenario["alerts"], scenario["graph"], models)
+    retrain(settings(), scenario["alerts"], scenario["graph"], models)  # v2 at staging
+    with pytest.raises(FlowError, match="is in production"):
+        promote(settings(), "1", reject=True, models=models)
+    promote(settings(), "2", models=models, reason="looks right")
+    assert aliases(models) == {"production": "2"}
+    assert tracking.version_tags("alert-clustering", "2")["decision.reason"] == "looks right"
+    rejected = promote(settings(), "1", reject=True, models=models)
+    assert rejected["decision.outcome"] == "rejected"
+    with pytest.raises(FlowError, match="no version 9"):
+        promote(settings(), "9", models=models)
+
+
+def test_classify_uses_production_and_records_it(scenario, tmp_path):
+    models, out = tmp_path / "models", tmp_path / "results"
+    retrain(settings(), scenario["alerts"], scenario["graph"], models)
+    retrain(settings(), scenario["alerts"], scenario["graph"], models)  # staging only
+    outcome = classify(settings(), scenario["alerts"], scenario["graph"], out, models)
+    assert outcome.model_version == "1" and not outcome.bootstrapped
+    folder = outcome.results_dir
+    assert sorted(p.name for p in folder.iterdir()) == sorted(RESULT_FILES)
+    meta = json.loads((folder / "run_metadata.json").read_text())
+    assert meta["model_version"] == "1" and meta["model_alias"] == "production"
+    assert meta["rows_accepted"] + meta["rows_rejected"] == meta["rows_read"]
+    final = pd.read_csv(folder / "alert_consolidation_final.csv")
+    assert list(final.columns[: len(FINAL_COLUMNS)]) == list(FINAL_COLUMNS)
+    assert len(final) == meta["rows_new"] == meta["rows_accepted"]
+    incidents = pd.read_csv(folder / "incident_groups.csv")
+    assert set(INCIDENT_COLUMNS) <= set(incidents.columns)
+    run = mlflow.get_run(outcome.mlflow_run_id)
+    assert run.data.tags["model.version"] == "1"
+    assert run.data.metrics["rows_new"] == len(final)
+    client = mlflow.MlflowClient()
+    logged = {a.path for a in client.list_artifacts(run.info.run_id, "results")}
+    assert "results/incident_groups.csv" in logged
+
+
+def test_classify_bootstraps_a_first_model_when_the_registry_is_empty(scenario, tmp_path):
+    models = tmp_path / "models"
+    outcome = classify(settings(), scenario["alerts"], scenario["graph"], tmp_path / "r", models)
+    assert outcome.bootstrapped and outcome.model_version == "1"
+    assert aliases(models)["production"] == "1"
+    assert "bootstrap" in tracking.version_tags("alert-clustering", "1")["decision.reason"]
+    with pytest.raises(FlowError, match="no 'alert-clustering@production'"):
+        classify(settings(), scenario["alerts"], scenario["graph"], tmp_path / "r2",
+                 tmp_path / "empty-models", bootstrap=False)  # fmt: skip
+
+
+def test_three_batches_process_every_alert_once_and_carry_open_groups(scenario, tmp_path):
+    models, out = tmp_path / "models", tmp_path / "results"
+    retrain(settings(), scenario["alerts"], scenario["graph"], models)
+    alerts = pd.read_csv(scenario["alerts"])
+    ts = pd.to_datetime(alerts["timestamp"], utc=True)
+    cuts = [ts.quantile(0.4), ts.quantile(0.7)]
+    # A growing file, as a monitoring export is: each run sees everything so far.
+    growing = tmp_path / "alerts.csv"
+    seen: list[pd.DataFrame] = []
+    for upper in [*cuts, None]:
+        part = alerts if upper is None else alerts[ts < upper]
+        part.to_csv(growing, index=False)
+        outcome = classify(settings(), growing, scenario["graph"], out, models)
+        seen.append(pd.read_csv(outcome.results_dir / "alert_consolidation_final.csv"))
+    ids = pd.concat([s["alert_id"] for s in seen])
+    assert ids.is_unique
+    assert set(ids) == set(alerts["alert_id"])
+    first, second = set(seen[0]["group_id"]), set(seen[1]["group_id"])
+    assert first & second, "an incident open at the boundary keeps its group_id"
+
+
+def test_crash_after_results_before_state_leads_to_a_clean_rerun(scenario, tmp_path):
+    models, out = tmp_path / "models", tmp_path / "results"
+    retrain(settings(), scenario["alerts"], scenario["graph"], models)
+    command = [sys.executable, "-m", "alertclf.cli", "classify", "--alerts",
+               str(scenario["alerts"]), "--graph", str(scenario["graph"]), "--output", str(out),
+               "--models", str(models), "--set", "algorithm=kmeans"]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    crashed = subprocess.run(command, env={**env, FAULT_ENV: "after_results"},
+                             capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert crashed.returncode == 86, crashed.stderr[-2000:]
+    written = [p for p in out.iterdir() if p.name[:1].isdigit()]
+    assert len(written) == 1, "the results were complete before the crash"
+    assert not (out / ".state" / "state.json").exists(), "the watermark was not saved"
+    rerun = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    visible = [p for p in out.iterdir() if p.name[:1].isdigit()]
+    assert len(visible) == 1 and visible[0] != written[0]
+    assert (out / ".superseded" / written[0].name).exists()
+    final = pd.read_csv(visible[0] / "alert_consolidation_final.csv")
+    assert final["alert_id"].is_unique
+    assert len(final) == len(pd.read_csv(scenario["alerts"]))
+    state = json.loads((out / ".state" / "state.json").read_text())
+    assert state["last_run_id"] == visible[0].name
+    again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0
+    assert "Classified 0 new alerts" in again.stdout
+
+
+def _mlflow_run(entry: str, params: dict[str, str], store: Path, experiment: str):
+    venv_bin = Path(sys.executable).parent
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    env["PATH"] = f"{venv_bin}{os.pathsep}{env.get('PATH', '')}"
+    env["MLFLOW_TRACKING_URI"] = f"sqlite:///{store}/mlflow.db"
+    command = [str(venv_bin / "mlflow"), "run", str(Path(__file__).parents[1]), "-e", entry,
+               "--env-manager", "local", "--experiment-name", experiment]  # fmt: skip
+    for key, value in params.items():
+        command += ["-P", f"{key}={value}"]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.slow
+def test_mlflow_run_entry_points_work_and_reject_bad_parameters(scenario, tmp_path):
+    store = tmp_path / "models"
+    store.mkdir()
+    common = {"graph": str(scenario["graph"]), "models": str(store)}
+    done = _mlflow_run("retrain", {"history": str(scenario["alerts"]), **common,
+                                   "algorithm": "kmeans"}, store, "alertclf-retrain")  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "PROMOTED to production" in done.stdout
+    out = tmp_path / "results"
+    done = _mlflow_run("classify", {"alerts": str(scenario["alerts"]), **common,
+                                    "output": str(out)}, store, "alertclf-classify")  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Top" in done.stdout and "incidents" in done.stdout
+    assert len([p for p in out.iterdir() if p.name[:1].isdigit()]) == 1
+    bad = _mlflow_run("retrain", {"history": str(scenario["alerts"]), **common,
+                                  "algorithm": "fastest"}, store, "alertclf-retrain")  # fmt: skip
+    assert bad.returncode != 0
+    assert "--algorithm: invalid choice 'fastest'" in bad.stderr
+    unknown = _mlflow_run("classify", {"alerts": str(scenario["alerts"]), **common,
+                                       "speed": "9"}, store, "alertclf-classify")  # fmt: skip
+    assert unknown.returncode != 0
+    assert "unrecognized arguments: --speed 9" in unknown.stderr
