@@ -62,9 +62,18 @@ def test_first_retrain_registers_version_1_in_production(scenario, tmp_path):
     assert (models / "mlflow.db").exists()
     run = mlflow.get_run(outcome.mlflow_run_id)
     assert run.data.params["setting.time_window_minutes"] == "15"
-    for metric in ("silhouette", "davies_bouldin", "calinski_harabasz", "n_clusters",
-                   "noise_share", "outlier_share", "n_samples", "feature_count",
-                   "pca_components", "training_seconds"):  # fmt: skip
+    for metric in (
+        "silhouette",
+        "davies_bouldin",
+        "calinski_harabasz",
+        "n_clusters",
+        "noise_share",
+        "outlier_share",
+        "n_samples",
+        "feature_count",
+        "pca_components",
+        "training_seconds",
+    ):
         assert metric in run.data.metrics, metric
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id)}
     assert {"v1_profiles.json", "v1_metadata.json", "candidates.csv"} <= artifacts
@@ -82,8 +91,12 @@ def test_retrain_that_is_not_better_stays_at_staging_with_decision_tags(scenario
     assert tags["decision.outcome"] == "staged"
     assert tags["decision.production_version"] == "1"
     assert tags["decision.threshold"] == "0.05"
-    for key in ("decision.candidate_score", "decision.production_score",
-                "decision.data_window", "decision.reason"):  # fmt: skip
+    for key in (
+        "decision.candidate_score",
+        "decision.production_score",
+        "decision.data_window",
+        "decision.reason",
+    ):
         assert tags[key] not in ("", "none"), key
     # Same data, same settings: the same score, so no promotion.
     assert float(tags["decision.candidate_score"]) == pytest.approx(
@@ -93,16 +106,18 @@ def test_retrain_that_is_not_better_stays_at_staging_with_decision_tags(scenario
 
 def test_clearly_better_candidate_is_promoted(scenario, tmp_path):
     models = tmp_path / "models"
-    weak = retrain(settings(kmeans_k_min=2, kmeans_k_max=2), scenario["alerts"],
-                   scenario["graph"], models)  # fmt: skip
+    weak = retrain(
+        settings(kmeans_k_min=2, kmeans_k_max=2), scenario["alerts"], scenario["graph"], models
+    )
     assert weak.promoted
     strong = retrain(settings(), scenario["alerts"], scenario["graph"], models)
     assert strong.promoted, strong.reason
     assert strong.candidate_score > strong.production_score * 1.05
     assert aliases(models)["production"] == "2"
-    assert "better on the same data" in tracking.version_tags("alert-clustering", "2")[
-        "decision.reason"
-    ]
+    assert (
+        "better on the same data"
+        in tracking.version_tags("alert-clustering", "2")["decision.reason"]
+    )
 
 
 def test_reviewer_promotes_and_rejects(scenario, tmp_path):
@@ -151,8 +166,14 @@ def test_classify_bootstraps_a_first_model_when_the_registry_is_empty(scenario, 
     assert aliases(models)["production"] == "1"
     assert "bootstrap" in tracking.version_tags("alert-clustering", "1")["decision.reason"]
     with pytest.raises(FlowError, match="no 'alert-clustering@production'"):
-        classify(settings(), scenario["alerts"], scenario["graph"], tmp_path / "r2",
-                 tmp_path / "empty-models", bootstrap=False)  # fmt: skip
+        classify(
+            settings(),
+            scenario["alerts"],
+            scenario["graph"],
+            tmp_path / "r2",
+            tmp_path / "empty-models",
+            bootstrap=False,
+        )
 
 
 def test_three_batches_process_every_alert_once_and_carry_open_groups(scenario, tmp_path):
@@ -179,12 +200,30 @@ def test_three_batches_process_every_alert_once_and_carry_open_groups(scenario, 
 def test_crash_after_results_before_state_leads_to_a_clean_rerun(scenario, tmp_path):
     models, out = tmp_path / "models", tmp_path / "results"
     retrain(settings(), scenario["alerts"], scenario["graph"], models)
-    command = [sys.executable, "-m", "alertclf.cli", "classify", "--alerts",
-               str(scenario["alerts"]), "--graph", str(scenario["graph"]), "--output", str(out),
-               "--models", str(models), "--set", "algorithm=kmeans"]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "alertclf.cli",
+        "classify",
+        "--alerts",
+        str(scenario["alerts"]),
+        "--graph",
+        str(scenario["graph"]),
+        "--output",
+        str(out),
+        "--models",
+        str(models),
+        "--set",
+        "algorithm=kmeans",
+    ]
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    crashed = subprocess.run(command, env={**env, FAULT_ENV: "after_results"},
-                             capture_output=True, text=True, timeout=300)  # fmt: skip
+    crashed = subprocess.run(
+        command,
+        env={**env, FAULT_ENV: "after_results"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert crashed.returncode == 86, crashed.stderr[-2000:]
     written = [p for p in out.iterdir() if p.name[:1].isdigit()]
     assert len(written) == 1, "the results were complete before the crash"
@@ -209,8 +248,17 @@ def _mlflow_run(entry: str, params: dict[str, str], store: Path, experiment: str
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     env["PATH"] = f"{venv_bin}{os.pathsep}{env.get('PATH', '')}"
     env["MLFLOW_TRACKING_URI"] = f"sqlite:///{store}/mlflow.db"
-    command = [str(venv_bin / "mlflow"), "run", str(Path(__file__).parents[1]), "-e", entry,
-               "--env-manager", "local", "--experiment-name", experiment]  # fmt: skip
+    command = [
+        str(venv_bin / "mlflow"),
+        "run",
+        str(Path(__file__).parents[1]),
+        "-e",
+        entry,
+        "--env-manager",
+        "local",
+        "--experiment-name",
+        experiment,
+    ]
     for key, value in params.items():
         command += ["-P", f"{key}={value}"]
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
@@ -221,21 +269,37 @@ def test_mlflow_run_entry_points_work_and_reject_bad_parameters(scenario, tmp_pa
     store = tmp_path / "models"
     store.mkdir()
     common = {"graph": str(scenario["graph"]), "models": str(store)}
-    done = _mlflow_run("retrain", {"history": str(scenario["alerts"]), **common,
-                                   "algorithm": "kmeans"}, store, "alertclf-retrain")  # fmt: skip
+    done = _mlflow_run(
+        "retrain",
+        {"history": str(scenario["alerts"]), **common, "algorithm": "kmeans"},
+        store,
+        "alertclf-retrain",
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "PROMOTED to production" in done.stdout
     out = tmp_path / "results"
-    done = _mlflow_run("classify", {"alerts": str(scenario["alerts"]), **common,
-                                    "output": str(out)}, store, "alertclf-classify")  # fmt: skip
+    done = _mlflow_run(
+        "classify",
+        {"alerts": str(scenario["alerts"]), **common, "output": str(out)},
+        store,
+        "alertclf-classify",
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Top" in done.stdout and "incidents" in done.stdout
     assert len([p for p in out.iterdir() if p.name[:1].isdigit()]) == 1
-    bad = _mlflow_run("retrain", {"history": str(scenario["alerts"]), **common,
-                                  "algorithm": "fastest"}, store, "alertclf-retrain")  # fmt: skip
+    bad = _mlflow_run(
+        "retrain",
+        {"history": str(scenario["alerts"]), **common, "algorithm": "fastest"},
+        store,
+        "alertclf-retrain",
+    )
     assert bad.returncode != 0
     assert "--algorithm: invalid choice 'fastest'" in bad.stderr
-    unknown = _mlflow_run("classify", {"alerts": str(scenario["alerts"]), **common,
-                                       "speed": "9"}, store, "alertclf-classify")  # fmt: skip
+    unknown = _mlflow_run(
+        "classify",
+        {"alerts": str(scenario["alerts"]), **common, "speed": "9"},
+        store,
+        "alertclf-classify",
+    )
     assert unknown.returncode != 0
     assert "unrecognized arguments: --speed 9" in unknown.stderr

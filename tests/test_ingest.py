@@ -390,9 +390,16 @@ def test_conflicting_columns_are_noted_and_duplicate_headers_survive(tmp_path: P
     assert any("'name' ignored" in n for n in batch.notes)
     # Rejected rows keep every raw column under a unique name.
     assert list(batch.rejected.columns) == [
-        "timestamp", "service", "service.1", "alert_name", "name", "source_row.1",
-        "source_file", "source_row", "reject_reason",
-    ]  # fmt: skip
+        "timestamp",
+        "service",
+        "service.1",
+        "alert_name",
+        "name",
+        "source_row.1",
+        "source_file",
+        "source_row",
+        "reject_reason",
+    ]
     assert batch.rejected["service.1"].tolist() == ["b"]
     assert batch.rejected["source_row"].tolist() == [2]
 
@@ -485,17 +492,45 @@ def test_parse_timestamps_formats() -> None:
     assert (reasons == "").all(), reasons.tolist()
     ten = pd.Timestamp("2024-03-01T10:00:00Z")
     assert stamps.tolist() == [
-        ten, ten, ten, ten + pd.Timedelta("500ms"), ten + pd.Timedelta("123456us"),
-        ten, ten + pd.Timedelta("500ms"), ten, ten, ten, pd.Timestamp("2024-03-01T00:00:00Z"),
-        ten, ten, ten, ten + pd.Timedelta("500ms"), ten, ten,
-    ]  # fmt: skip
+        ten,
+        ten,
+        ten,
+        ten + pd.Timedelta("500ms"),
+        ten + pd.Timedelta("123456us"),
+        ten,
+        ten + pd.Timedelta("500ms"),
+        ten,
+        ten,
+        ten,
+        pd.Timestamp("2024-03-01T00:00:00Z"),
+        ten,
+        ten,
+        ten,
+        ten + pd.Timedelta("500ms"),
+        ten,
+        ten,
+    ]
 
 
 def test_parse_timestamps_rejections() -> None:
     long_value = "x" * 100
-    values = ["", "   ", "null", "N/A", "soon", "2024-13-45", long_value, "1900-01-01",
-              "2300-01-01T00:00:00Z", "-5", "12", "99999999999999999999999", "1980-01-01T00:00:00Z",
-              "2200-01-01T00:00:00Z", "2200-01-01T00:00:01Z"]  # fmt: skip
+    values = [
+        "",
+        "   ",
+        "null",
+        "N/A",
+        "soon",
+        "2024-13-45",
+        long_value,
+        "1900-01-01",
+        "2300-01-01T00:00:00Z",
+        "-5",
+        "12",
+        "99999999999999999999999",
+        "1980-01-01T00:00:00Z",
+        "2200-01-01T00:00:00Z",
+        "2200-01-01T00:00:01Z",
+    ]
     stamps, reasons = parse_timestamps(values)
     assert reasons.tolist() == [
         "missing timestamp",
@@ -633,9 +668,15 @@ def test_normalize_alerts_is_pure_and_uses_given_row_numbers() -> None:
     assert accepted["source_row"].tolist() == [7]
     assert accepted["source_file"].tolist() == ["mem.csv"]
     assert rejected.to_dict("records") == [
-        {"ts": "bad", "svc": "b", "alertname": "Y", "source_file": "mem.csv", "source_row": 9,
-         "reject_reason": "unparseable timestamp 'bad'"},
-    ]  # fmt: skip
+        {
+            "ts": "bad",
+            "svc": "b",
+            "alertname": "Y",
+            "source_file": "mem.csv",
+            "source_row": 9,
+            "reject_reason": "unparseable timestamp 'bad'",
+        },
+    ]
     with pytest.raises(
         InputError,
         match=r"mem\.csv: missing required column 'service' \(found: ts, svc, alertname\)",

@@ -239,12 +239,32 @@ SUFFIXES = ["-prod", ".prod", "_staging", "-stg", "-dev", "_prod", "-uat", "-pro
 REGIONS = ["-us-east-1", "-eu-west-2", "-ap-southeast-1", "-us-central1", "-eastus2"]
 NAMESPACES = ["default", "shop", "payments", "platform", "ts"]
 UNKNOWN = [
-    "legacy-billing-cron", "vpn-gateway", "node-exporter", "backup-agent",
-    "kube-state-metrics", "prometheus", "grafana", "coredns", "fluent-bit", "cert-manager",
-    "istio-ingressgateway", "ldap-sync", "mail-relay", "jenkins-agent", "metrics-server",
-    "kube-proxy", "calico-node", "argocd-repo-server", "vault", "consul-agent", "haproxy",
-    "bastion-host", "nfs-provisioner", "splunk-forwarder", "datadog-agent",
-]  # fmt: skip
+    "legacy-billing-cron",
+    "vpn-gateway",
+    "node-exporter",
+    "backup-agent",
+    "kube-state-metrics",
+    "prometheus",
+    "grafana",
+    "coredns",
+    "fluent-bit",
+    "cert-manager",
+    "istio-ingressgateway",
+    "ldap-sync",
+    "mail-relay",
+    "jenkins-agent",
+    "metrics-server",
+    "kube-proxy",
+    "calico-node",
+    "argocd-repo-server",
+    "vault",
+    "consul-agent",
+    "haproxy",
+    "bastion-host",
+    "nfs-provisioner",
+    "splunk-forwarder",
+    "datadog-agent",
+]
 
 
 def _hash(rng: random.Random, length: int, chars: str = K8S_HASH) -> str:

@@ -43,8 +43,8 @@ def test_roots_are_on_root_service_and_symptoms_are_callers():
     graph = sim.graph
     in_graph = symptoms[symptoms["root_service"].isin(graph.nodes)]
     assert len(in_graph) > 0
-    for service, root in in_graph[["true_service", "root_service"]].drop_duplicates().itertuples(
-        index=False
+    for service, root in (
+        in_graph[["true_service", "root_service"]].drop_duplicates().itertuples(index=False)
     ):
         # Symptoms appear on callers of the root: the root is reachable from them.
         assert nx.has_path(graph, service, root), (service, root)
@@ -83,7 +83,8 @@ def test_service_names_differ_from_graph_and_unknown_services_exist():
 def test_real_topology_can_drive_the_simulation(tmp_path):
     path = "../shared/datasets/topologies/online-boutique.json"
     try:
-        data = json.loads(open(path, encoding="utf-8").read())
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
     except FileNotFoundError:
         pytest.skip(f"{path} not present (shared datasets absent)")
     graph = nx.node_link_graph(data, edges="links")

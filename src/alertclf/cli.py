@@ -138,7 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
     val.add_argument("--out", type=optional_text, help="folder for rejected_alerts.csv")
     val.set_defaults(handler=cmd_validate)
 
-    cls = sub.add_parser("classify", parents=[common], help="classify the alerts new since last run")
+    cls = sub.add_parser(
+        "classify", parents=[common], help="classify the alerts new since last run"
+    )
     _add_inputs(cls, "alerts")
     _add_stores(cls)
     cls.add_argument("--since", type=_optional_timestamp, help="take alerts from this time on")
@@ -169,10 +171,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_inputs(rep, "alerts")
     _add_stores(rep)
     rep.add_argument("--batch-minutes", type=positive_float, default=15.0)
-    rep.add_argument("--train-fraction", type=_open_share, default=0.25,
-                     help="without a production model: train on this first share")  # fmt: skip
-    rep.add_argument("--no-registry", action="store_true",
-                     help="always train in-process, never load the production model")  # fmt: skip
+    rep.add_argument(
+        "--train-fraction",
+        type=_open_share,
+        default=0.25,
+        help="without a production model: train on this first share",
+    )
+    rep.add_argument(
+        "--no-registry",
+        action="store_true",
+        help="always train in-process, never load the production model",
+    )
     rep.set_defaults(handler=cmd_replay)
 
     ev = sub.add_parser("evaluate", parents=[common], help="score results against ground truth")
@@ -303,9 +312,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
     enriched = enrich_alerts(batch.alerts, graph, settings)
     summary = validate_summary(batch)
     print(f"Alerts: {args.alerts}")
-    print(
-        f"  rows read {batch.rows_read}, accepted {len(batch.alerts)}, rejected {len(batch.rejected)}"
-    )
+    accepted, rejected = len(batch.alerts), len(batch.rejected)
+    print(f"  rows read {batch.rows_read}, accepted {accepted}, rejected {rejected}")
     for reason, count in summary.get("reject_reasons", {}).items():
         print(f"    {count:>7}  {reason}")
     for note in batch.notes:
@@ -338,9 +346,15 @@ def cmd_classify(args: argparse.Namespace) -> int:
 
     settings = settings_from_args(args, late_arrival_minutes=args.late_arrival_minutes)
     outcome = classify(
-        settings, args.alerts, args.graph, args.output, args.models, args.since, args.until,
+        settings,
+        args.alerts,
+        args.graph,
+        args.output,
+        args.models,
+        args.since,
+        args.until,
         bootstrap=not args.no_bootstrap,
-    )  # fmt: skip
+    )
     print(
         f"Classified {outcome.rows_new} new alerts "
         f"(read {outcome.rows_read}: {outcome.rows_accepted} accepted, "
@@ -359,12 +373,25 @@ def print_incidents(incidents, top: int) -> None:
     if incidents is None or len(incidents) == 0:
         print("No incidents in this batch.")
         return
-    columns = ["rank", "importance_score", "root_cause_service", "root_cause_confidence",
-               "n_alerts", "n_unique", "max_severity", "name"]  # fmt: skip
+    columns = [
+        "rank",
+        "importance_score",
+        "root_cause_service",
+        "root_cause_confidence",
+        "n_alerts",
+        "n_unique",
+        "max_severity",
+        "name",
+    ]
     view = incidents.head(top)[columns].rename(
-        columns={"importance_score": "score", "root_cause_service": "root cause",
-                 "root_cause_confidence": "conf", "n_alerts": "alerts", "n_unique": "unique",
-                 "max_severity": "severity"}  # fmt: skip
+        columns={
+            "importance_score": "score",
+            "root_cause_service": "root cause",
+            "root_cause_confidence": "conf",
+            "n_alerts": "alerts",
+            "n_unique": "unique",
+            "max_severity": "severity",
+        }
     )
     print(f"Top {len(view)} of {len(incidents)} incidents:")
     print(_indent(view.to_string(index=False)))
@@ -381,10 +408,14 @@ def cmd_retrain(args: argparse.Namespace) -> int:
         holdout_fraction=args.holdout_fraction,
     )
     outcome = retrain(settings, args.history, args.graph, args.models)
-    print(f"Trained {settings.model_name} v{outcome.version} "
-          f"({outcome.metrics.get('n_clusters', float('nan')):.0f} clusters, "
-          f"training silhouette {outcome.metrics.get('silhouette', float('nan')):.3f})")  # fmt: skip
-    print(("PROMOTED to production: " if outcome.promoted else "Left at staging: ") + outcome.reason)
+    print(
+        f"Trained {settings.model_name} v{outcome.version} "
+        f"({outcome.metrics.get('n_clusters', float('nan')):.0f} clusters, "
+        f"training silhouette {outcome.metrics.get('silhouette', float('nan')):.3f})"
+    )
+    print(
+        ("PROMOTED to production: " if outcome.promoted else "Left at staging: ") + outcome.reason
+    )
     print(f"MLflow run: {outcome.mlflow_run_id}")
     return 0
 
@@ -394,9 +425,15 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
     settings = settings_from_args(args)
     outcome = replay(
-        settings, args.alerts, args.graph, args.batch_minutes, args.output, args.models,
-        args.train_fraction, use_registry=not args.no_registry,
-    )  # fmt: skip
+        settings,
+        args.alerts,
+        args.graph,
+        args.batch_minutes,
+        args.output,
+        args.models,
+        args.train_fraction,
+        use_registry=not args.no_registry,
+    )
     print(
         f"Replayed {outcome.alerts} alerts in {outcome.batches} batches of "
         f"{args.batch_minutes:g} minutes in {outcome.seconds:.1f} s "
@@ -424,8 +461,10 @@ def cmd_promote(args: argparse.Namespace) -> int:
 
     settings = settings_from_args(args)
     tags = promote(settings, str(args.version), args.reject, args.reason, args.models)
-    print(f"{settings.model_name} v{args.version}: {tags['decision.outcome']} "
-          f"({tags['decision.reason']})")  # fmt: skip
+    print(
+        f"{settings.model_name} v{args.version}: {tags['decision.outcome']} "
+        f"({tags['decision.reason']})"
+    )
     return 0
 
 

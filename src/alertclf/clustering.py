@@ -12,8 +12,9 @@ attributes end in ``_``, ``fit`` returns ``self``.
   falls with the distance.
 * :class:`AlertClusterModel` -- the one model object: StandardScaler -> feature
   weights -> IsolationForest outlier flag (flagged, never dropped) -> PCA to a share of
-  variance -> the chosen clusterer; ``algorithm="auto"`` tries all four with small sweeps and keeps the best
-  silhouette among candidates that are not one giant cluster and not mostly noise.
+  variance -> the chosen clusterer; ``algorithm="auto"`` tries all four with small
+  sweeps and keeps the best silhouette among candidates that are not one giant cluster,
+  not mostly noise and not too many clusters to read.
 
 Large data is sampled, and it is stated: fitting uses at most ``max_training_samples``
 rows (agglomerative at most 5,000: its memory grows with the square), silhouette uses
@@ -159,8 +160,9 @@ class InductiveClusterer(ClusterMixin, BaseEstimator):
         weights = 1.0 / np.maximum(dist, 1e-9)
         votes = np.zeros((len(X), len(self.classes_)))
         positions = np.searchsorted(self.classes_, self.train_labels_[idx])
-        np.add.at(votes, (np.repeat(np.arange(len(X)), idx.shape[1]), positions.ravel()),
-                  weights.ravel())  # fmt: skip
+        np.add.at(
+            votes, (np.repeat(np.arange(len(X)), idx.shape[1]), positions.ravel()), weights.ravel()
+        )
         best = votes.argmax(axis=1)
         labels = self.classes_[best]
         share = votes[np.arange(len(X)), best] / votes.sum(axis=1)
@@ -392,9 +394,14 @@ class AlertClusterModel(ClusterMixin, BaseEstimator):
         )
         for cand in candidates:
             evaluate_candidate(
-                cand, Z, self.silhouette_sample_size, self.max_noise_share,
-                self.max_cluster_share, self.random_state, max_clusters=self.k_max,
-            )  # fmt: skip
+                cand,
+                Z,
+                self.silhouette_sample_size,
+                self.max_noise_share,
+                self.max_cluster_share,
+                self.random_state,
+                max_clusters=self.k_max,
+            )
             logger.info("candidate %s %s: %s", cand.algorithm, cand.params, cand.row())
         fitted = [c for c in candidates if c.labels is not None]
         if not fitted:

@@ -225,9 +225,14 @@ def consolidate(
     cause_family = np.empty(len(alerts), dtype=object)
     for pos in np.lexsort((ids, times)):
         group, reasons[pos], as_of[pos] = grouper.add(
-            int(times[pos]), keys[pos], names[pos], bool(symptom_like[pos]), ids[pos],
-            families[pos], hosts[pos],
-        )  # fmt: skip
+            int(times[pos]),
+            keys[pos],
+            names[pos],
+            bool(symptom_like[pos]),
+            ids[pos],
+            families[pos],
+            hosts[pos],
+        )
         assigned[pos] = group.group_id
         cause_family[pos] = group.cause_family or families[pos]
     if grouper.alias:
@@ -290,9 +295,15 @@ class _Grouper:
 
     # --- one alert -------------------------------------------------------------------
     def add(
-        self, t: int, key: str, name: str, is_symptom: bool, alert_id: str, family: str,
+        self,
+        t: int,
+        key: str,
+        name: str,
+        is_symptom: bool,
+        alert_id: str,
+        family: str,
         host: str,
-    ) -> tuple[Group, str, tuple]:  # fmt: skip
+    ) -> tuple[Group, str, tuple]:
         """Place one alert; return its group, why (``REASONS``) and its as-of values."""
         reason = "repeat"
         group = self._same_series(t, key, name)
@@ -328,9 +339,14 @@ class _Grouper:
         self.touched[group.group_id] = group
         hops = self._cone(group.root).get(key, self.index.max_hops + 1)
         as_of = (
-            group.n_alerts, len(group.members), (t - group.start) / NS_PER_MINUTE,
-            float(key == group.root), hops, entry[2], len(entry[3]),
-        )  # fmt: skip
+            group.n_alerts,
+            len(group.members),
+            (t - group.start) / NS_PER_MINUTE,
+            float(key == group.root),
+            hops,
+            entry[2],
+            len(entry[3]),
+        )
         return group, reason, as_of
 
     def _same_series(self, t: int, key: str, name: str) -> Group | None:
@@ -386,7 +402,9 @@ class _Grouper:
             survivor.n_alerts += other.n_alerts
             for fam, count in other.cause_families.items():
                 survivor.cause_families[fam] = survivor.cause_families.get(fam, 0) + count
-            survivor.local_members += [m for m in other.local_members if m not in survivor.local_members]
+            survivor.local_members += [
+                m for m in other.local_members if m not in survivor.local_members
+            ]
             survivor.last_seen = max(survivor.last_seen, other.last_seen)
         survivor.root = key
         survivor.root_family = family
@@ -468,5 +486,3 @@ def _group_id(root: str, t: int, first_alert: str) -> str:
     stamp = pd.Timestamp(t, unit="ns").strftime("%Y%m%d-%H%M%S")
     digest = hashlib.sha1(f"{root}|{t}|{first_alert}".encode()).hexdigest()[:6]
     return f"G{stamp}-{digest}"
-
-

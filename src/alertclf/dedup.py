@@ -83,8 +83,6 @@ def mark_duplicates(
     still_open = last_of_episode & ((end - t) <= window)
     episodes = sorted(
         [str(key), str(first), int(last)]
-        for key, first, last in zip(
-            k[still_open], first_id[still_open], t[still_open], strict=True
-        )
+        for key, first, last in zip(k[still_open], first_id[still_open], t[still_open], strict=True)
     )
     return result, DedupState(episodes)

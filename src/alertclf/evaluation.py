@@ -148,7 +148,9 @@ def evaluate(
     host = merged["host"] if "host" in merged else pd.Series([""] * len(merged))
     fp = dedup_scores(
         merged["is_duplicate_truth"],
-        fingerprint_duplicates(merged["alert_name"], merged["service"], host, times, window_minutes),
+        fingerprint_duplicates(
+            merged["alert_name"], merged["service"], host, times, window_minutes
+        ),
     )
     out["alertmanager_by_service"] = am
     out["time_window_only"] = tw
@@ -182,10 +184,13 @@ def root_cause_accuracy(merged: pd.DataFrame, incidents: pd.DataFrame) -> float:
     if real.empty:
         return float("nan")
     main_group = (
-        real.groupby(["incident_id", "group_id"]).size().rename("n").reset_index()
+        real.groupby(["incident_id", "group_id"])
+        .size()
+        .rename("n")
+        .reset_index()
         .sort_values(["incident_id", "n", "group_id"], ascending=[True, False, True])
         .drop_duplicates("incident_id")
-    )  # fmt: skip
+    )
     roots = real.drop_duplicates("incident_id").set_index("incident_id")["root_service"]
     predicted = incidents.set_index("group_id")["root_cause_service"]
     guess = main_group["group_id"].map(predicted).fillna("").astype(str).str.lower()
@@ -200,13 +205,17 @@ def ranking_precision(merged: pd.DataFrame, incidents: pd.DataFrame, k: int = 10
     top = incidents.sort_values("rank").head(k)["group_id"].astype(str).tolist()
     if not top:
         return float("nan")
-    noise = merged["is_noise"].astype(bool) if "is_noise" in merged else merged[
-        "incident_id"
-    ].astype(str).str.startswith("N")
+    noise = (
+        merged["is_noise"].astype(bool)
+        if "is_noise" in merged
+        else merged["incident_id"].astype(str).str.startswith("N")
+    )
     owner = (
         merged.assign(_noise=noise)
         .groupby("group_id")
-        .agg(incident=("incident_id", lambda s: s.value_counts().index[0]), noise=("_noise", "mean"))
+        .agg(
+            incident=("incident_id", lambda s: s.value_counts().index[0]), noise=("_noise", "mean")
+        )
     )
     seen: set[str] = set()
     hits = 0

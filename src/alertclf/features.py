@@ -28,7 +28,7 @@ the same numbers. Alert metadata features (the graph features are documented in
 | `a_is_group_root` | 1 when the alert is on the group's probable root service | cause vs symptom |
 | `a_hops_to_root` | dependency hops from this service down to the group's root (0 on the root, `group_max_hops + 1` when unrelated) | how far the fault travelled |
 | `a_cause_<family>` | one-hot family of the incident's cause so far: its commonest non-symptom family (CPU, disk, datastore...), else the root's first alert's | the kind of incident the alert belongs to: a latency alert in a datastore incident is not one in a CPU incident |
-"""
+"""  # noqa: E501 (Markdown table rows cannot wrap)
 
 from __future__ import annotations
 

@@ -59,8 +59,11 @@ def load_inputs(
     batch = read_history(alerts, settings) if history else read_alerts(alerts, settings)
     logger.info(
         "read %s: %d rows, %d accepted, %d rejected",
-        _safe(alerts), batch.rows_read, len(batch.alerts), len(batch.rejected),
-    )  # fmt: skip
+        _safe(alerts),
+        batch.rows_read,
+        len(batch.alerts),
+        len(batch.rejected),
+    )
     return batch, GraphContext.build(graph_obj, settings)
 
 
@@ -192,14 +195,19 @@ def classify(
             "started_at": datetime.now(UTC).isoformat(),
         }
         statistics = dict(result.statistics)
-        statistics.update({"model_name": model_name, "model_version": loaded.version,
-                           "model_alias": loaded.alias})  # fmt: skip
+        statistics.update(
+            {"model_name": model_name, "model_version": loaded.version, "model_alias": loaded.alias}
+        )
         t0 = time.perf_counter()
         folder = write_results(
-            output, run_id, result_tables(result, batch), {
-                "clustering_statistics.json": statistics, "run_metadata.json": metadata,
+            output,
+            run_id,
+            result_tables(result, batch),
+            {
+                "clustering_statistics.json": statistics,
+                "run_metadata.json": metadata,
             },
-        )  # fmt: skip
+        )
         stage_times["write"] = round(time.perf_counter() - t0, 4)
         _fault("after_results")
         _log_classify(result, batch, new, metadata, folder, stage_times, started)
@@ -312,8 +320,10 @@ def _supersede_uncommitted(output: Path, state: RunState) -> None:
             target.parent.mkdir(exist_ok=True)
             logger.warning(
                 "results %s were written by a run that did not finish; moved to %s "
-                "(its alerts are classified again now)", folder.name, target,
-            )  # fmt: skip
+                "(its alerts are classified again now)",
+                folder.name,
+                target,
+            )
             shutil.move(str(folder), str(target))
 
 
@@ -425,9 +435,13 @@ def retrain(
         import mlflow
 
         mlflow.log_params(
-            {"input.history": _safe(history), "input.graph": _safe(graph),
-             "input.history_rows_read": batch.rows_read, "input.history_rows_used": len(alerts)}
-        )  # fmt: skip
+            {
+                "input.history": _safe(history),
+                "input.graph": _safe(graph),
+                "input.history_rows_read": batch.rows_read,
+                "input.history_rows_used": len(alerts),
+            }
+        )
         prepared = prepare_batch(train_alerts, context, settings)
         held = prepare_batch(holdout, context, settings, prepared.state)
         version, candidates = _train_and_register(prepared, settings, context, source="retrain")
@@ -437,13 +451,20 @@ def retrain(
         if decision.promoted:
             tracking.set_alias(name, tracking.PRODUCTION, version)
         tracking.log_metrics(
-            {"decision_candidate_score": decision.candidate_score,
-             "decision_production_score": decision.production_score or float("nan"),
-             "decision_promoted": float(decision.promoted),
-             "seconds_total": time.perf_counter() - started}  # fmt: skip
+            {
+                "decision_candidate_score": decision.candidate_score,
+                "decision_production_score": decision.production_score or float("nan"),
+                "decision_promoted": float(decision.promoted),
+                "seconds_total": time.perf_counter() - started,
+            }
         )
-        mlflow.set_tags({"alertclf.flow": "retrain", "model.version": version,
-                         "decision.outcome": decision.tags["decision.outcome"]})  # fmt: skip
+        mlflow.set_tags(
+            {
+                "alertclf.flow": "retrain",
+                "model.version": version,
+                "decision.outcome": decision.tags["decision.outcome"],
+            }
+        )
         metrics = dict(mlflow.get_run(run.info.run_id).data.metrics)
     logger.info("version %s: %s (%s)", version, decision.tags["decision.outcome"], decision.reason)
     return RetrainOutcome(
@@ -469,8 +490,12 @@ def _train_and_register(
     model, profiles = train(prepared, settings)
     metrics = dict(model.training_metrics_)
     tracking.log_metrics(metrics)
-    mlflow.log_params({"model.selected_algorithm": model.algorithm_,
-                       "model.selected_params": model.selected_["params"]})  # fmt: skip
+    mlflow.log_params(
+        {
+            "model.selected_algorithm": model.algorithm_,
+            "model.selected_params": model.selected_["params"],
+        }
+    )
     tracking.log_table(model.candidates_, "candidates.csv")
     window = _window(prepared.alerts, prepared.alerts.iloc[0:0])
     metadata = {
@@ -495,12 +520,18 @@ def _train_and_register(
     tracking.log_json(profiles, f"v{version}_profiles.json")
     tracking.log_json(metadata, f"v{version}_metadata.json")
     tracking.set_version_tags(
-        settings.model_name, version,
-        {"alertclf.source": source, "alertclf.algorithm": model.algorithm_,
-         "alertclf.n_clusters": model.n_clusters_,
-         "alertclf.training_silhouette": round(float(metrics.get("silhouette", float("nan"))), 4),
-         "alertclf.data_window": window},
-    )  # fmt: skip
+        settings.model_name,
+        version,
+        {
+            "alertclf.source": source,
+            "alertclf.algorithm": model.algorithm_,
+            "alertclf.n_clusters": model.n_clusters_,
+            "alertclf.training_silhouette": round(
+                float(metrics.get("silhouette", float("nan"))), 4
+            ),
+            "alertclf.data_window": window,
+        },
+    )
     return version, model.candidates_
 
 
@@ -637,17 +668,24 @@ def promote(
             )
         if tracking.alias_version(name, tracking.STAGING) == version:
             tracking.delete_alias(name, tracking.STAGING)
-        tags = {"decision.outcome": "rejected", "decision.reason": reason or "rejected by reviewer",
-                "decision.decided_by": who, "decision.decided_at": now}  # fmt: skip
+        tags = {
+            "decision.outcome": "rejected",
+            "decision.reason": reason or "rejected by reviewer",
+            "decision.decided_by": who,
+            "decision.decided_at": now,
+        }
     else:
         previous = tracking.alias_version(name, tracking.PRODUCTION)
         tracking.set_alias(name, tracking.PRODUCTION, version)
         if tracking.alias_version(name, tracking.STAGING) == version:
             tracking.delete_alias(name, tracking.STAGING)
-        tags = {"decision.outcome": "promoted",
-                "decision.reason": reason or f"promoted by reviewer (was v{previous})",
-                "decision.decided_by": who, "decision.decided_at": now,
-                "decision.previous_production": previous or "none"}  # fmt: skip
+        tags = {
+            "decision.outcome": "promoted",
+            "decision.reason": reason or f"promoted by reviewer (was v{previous})",
+            "decision.decided_by": who,
+            "decision.decided_at": now,
+            "decision.previous_production": previous or "none",
+        }
     tracking.set_version_tags(name, version, tags)
     return tags
 
@@ -719,18 +757,25 @@ def replay(
         "seconds": round(time.perf_counter() - started, 3),
     }
     folder = write_results(
-        output, run_id, {**combined, "rejected_alerts.csv": batch.rejected},
-        {"run_metadata.json": metadata,
-         "clustering_statistics.json": {"batches": [r.statistics for r in results]}},
-    )  # fmt: skip
-    return ReplayOutcome(folder, len(results), metadata["rows_replayed"],
-                         metadata["seconds"], trained)  # fmt: skip
+        output,
+        run_id,
+        {**combined, "rejected_alerts.csv": batch.rejected},
+        {
+            "run_metadata.json": metadata,
+            "clustering_statistics.json": {"batches": [r.statistics for r in results]},
+        },
+    )
+    return ReplayOutcome(
+        folder, len(results), metadata["rows_replayed"], metadata["seconds"], trained
+    )
 
 
 def combine_batches(
-    results: list[BatchResult], profiles: dict[int, dict], context: GraphContext,
+    results: list[BatchResult],
+    profiles: dict[int, dict],
+    context: GraphContext,
     settings: Settings,
-) -> dict[str, pd.DataFrame]:  # fmt: skip
+) -> dict[str, pd.DataFrame]:
     """One results set from many batches: every alert; each incident as last seen."""
     from alertclf.mapping import mapping_statistics
     from alertclf.pipeline import cluster_summary, order_columns
@@ -746,9 +791,19 @@ def combine_batches(
     incidents["rank"] = np.arange(1, len(incidents) + 1)
     end = pd.to_datetime(alerts["timestamp"], utc=True).max()
     clusters = cluster_table(alerts, profiles, context.features, end)
-    alerts["cluster_rank"] = alerts["cluster_id"].map(clusters.set_index("cluster_id")["cluster_rank"])
-    fake = BatchResult(alerts, incidents, clusters, cluster_summary(alerts, profiles),
-                       mapping_statistics(alerts), {}, results[-1].state, {})  # fmt: skip
+    alerts["cluster_rank"] = alerts["cluster_id"].map(
+        clusters.set_index("cluster_id")["cluster_rank"]
+    )
+    fake = BatchResult(
+        alerts,
+        incidents,
+        clusters,
+        cluster_summary(alerts, profiles),
+        mapping_statistics(alerts),
+        {},
+        results[-1].state,
+        {},
+    )
     tables = result_tables(fake, AlertBatch(alerts.iloc[0:0], pd.DataFrame(), 0, [], []))
     tables.pop("rejected_alerts.csv")
     return tables
@@ -772,13 +827,18 @@ def evaluate_results(
     missing = {"alert_id", "incident_id"} - set(truth.columns)
     if missing:
         raise FlowError(f"{truth_path}: missing column(s) {sorted(missing)}")
-    results = pd.read_csv(final, dtype={"alert_id": str, "group_id": str, "duplicate_of": str,
-                                        "mapped_service": str}, keep_default_na=False)  # fmt: skip
+    results = pd.read_csv(
+        final,
+        dtype={"alert_id": str, "group_id": str, "duplicate_of": str, "mapped_service": str},
+        keep_default_na=False,
+    )
     for column in ("alert_id", "service", "mapped_service"):
         results[column] = results[column].map(unescape_cell)
     results["is_duplicate"] = results["is_duplicate"].astype(str).str.lower() == "true"
     incidents_path = folder / "incident_groups.csv"
-    incidents = pd.read_csv(incidents_path, keep_default_na=False) if incidents_path.exists() else None
+    incidents = (
+        pd.read_csv(incidents_path, keep_default_na=False) if incidents_path.exists() else None
+    )
     nodes = None
     if graph is not None:
         nodes = {str(n) for n in _load_graph(graph).nodes}

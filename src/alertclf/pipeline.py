@@ -121,9 +121,7 @@ def prepare_batch(
     with _timed(timings, "mapping"):
         enriched = enrich_alerts(alerts, context.graph, settings, context.mapper)
     with _timed(timings, "consolidation"):
-        grouped = consolidate(
-            enriched, context.graph, settings, state.consolidation, context.index
-        )
+        grouped = consolidate(enriched, context.graph, settings, state.consolidation, context.index)
         enriched["group_id"] = grouped.group_ids
         enriched["group_reason"] = grouped.reasons
         for column in grouped.as_of.columns:
@@ -160,7 +158,9 @@ def score_batch(
         alerts["cluster_confidence"] = details["cluster_confidence"].astype(np.float64).round(4)
         alerts["is_outlier"] = details["is_outlier"].astype(bool)
     batch_end = (
-        pd.to_datetime(alerts["timestamp"], utc=True).max() if len(alerts) else pd.Timestamp.now("UTC")
+        pd.to_datetime(alerts["timestamp"], utc=True).max()
+        if len(alerts)
+        else pd.Timestamp.now("UTC")
     )
     with _timed(timings, "ranking"):
         roots = root_causes(prepared.groups, context.index, settings.time_window_minutes)
@@ -173,7 +173,9 @@ def score_batch(
             clusters.set_index("cluster_id")["cluster_rank"]
         )
         incident_score = alerts["group_id"].map(incidents.set_index("group_id")["importance_score"])
-        cluster_score = alerts["cluster_id"].map(clusters.set_index("cluster_id")["importance_score"])
+        cluster_score = alerts["cluster_id"].map(
+            clusters.set_index("cluster_id")["importance_score"]
+        )
         # An alert matters as much as the incident it belongs to, and a little for its family.
         alerts["importance_score"] = (0.7 * incident_score + 0.3 * cluster_score).round(2)
         alerts["incident_rank"] = alerts["group_id"].map(incidents.set_index("group_id")["rank"])
@@ -217,8 +219,17 @@ def cluster_summary(alerts: pd.DataFrame, profiles: dict[int, dict]) -> pd.DataF
     """Per cluster in this batch: size, top alert names, top services, severity mix."""
     if len(alerts) == 0:
         return pd.DataFrame(
-            columns=["cluster_id", "cluster_name", "size", "top_alert_names", "top_services",
-                     "severity_mix", "mean_confidence", "outlier_share", "training_size"]  # fmt: skip
+            columns=[
+                "cluster_id",
+                "cluster_name",
+                "size",
+                "top_alert_names",
+                "top_services",
+                "severity_mix",
+                "mean_confidence",
+                "outlier_share",
+                "training_size",
+            ]
         )
     rows = []
     for cluster, part in alerts.groupby("cluster_id", sort=True):
@@ -230,9 +241,12 @@ def cluster_summary(alerts: pd.DataFrame, profiles: dict[int, dict]) -> pd.DataF
                 "size": len(part),
                 "top_alert_names": "|".join(part["alert_name"].value_counts().head(5).index),
                 "top_services": "|".join(
-                    part["mapped_service"].where(part["mapped_service"] != "", part["service"])
-                    .value_counts().head(5).index
-                ),  # fmt: skip
+                    part["mapped_service"]
+                    .where(part["mapped_service"] != "", part["service"])
+                    .value_counts()
+                    .head(5)
+                    .index
+                ),
                 "severity_mix": "|".join(f"{k} {v:.0%}" for k, v in sev.items()),
                 "mean_confidence": round(float(part["cluster_confidence"].mean()), 4),
                 "outlier_share": round(float(part["is_outlier"].mean()), 4),

@@ -46,7 +46,7 @@ import numpy as np
 import pandas as pd
 
 from alertclf.catalogue import FAMILY_LABELS, alert_family
-from alertclf.consolidate import UNMAPPED_PREFIX, CallerIndex, service_keys, to_epoch_ns
+from alertclf.consolidate import UNMAPPED_PREFIX, CallerIndex, service_keys
 from alertclf.contracts import SEVERITIES, SEVERITY_ORDINAL
 
 WEIGHTS = {
@@ -77,9 +77,12 @@ def root_causes(groups: pd.DataFrame, index: CallerIndex, window_minutes: float)
     decay = max(window_minutes / 3.0, 1.0) * 60e9
     rows = []
     for group, members, local, current in zip(
-        groups["group_id"], groups["members"], groups["local_members"], groups["root"],
+        groups["group_id"],
+        groups["members"],
+        groups["local_members"],
+        groups["root"],
         strict=True,
-    ):  # fmt: skip
+    ):
         keys = sorted(members, key=lambda k: (k != current, members[k][0], k))
         first = min(members[k][0] for k in keys)
         local = set(local)
@@ -200,9 +203,13 @@ def incident_table(
         earlier = table["group_id"].map(pd.to_datetime(group_starts, utc=True))
         table["first_seen"] = earlier.where(earlier < table["first_seen"], table["first_seen"])
     table = table.merge(roots, on="group_id", how="left")
-    blast = graph_features["g_n_ancestors"] if "g_n_ancestors" in graph_features else None
+    blast = graph_features.get("g_n_ancestors")
     n_nodes = max(len(graph_features), 1)
-    callers = table["root_cause_service"].map(blast).fillna(0) if blast is not None else 0 * table["n_alerts"]
+    callers = (
+        table["root_cause_service"].map(blast).fillna(0)
+        if blast is not None
+        else 0 * table["n_alerts"]
+    )
     table["blast_callers"] = callers
     table["minutes_since_last"] = (batch_end - table["last_seen"]).dt.total_seconds() / 60.0
     comps = _components(
@@ -222,17 +229,30 @@ def incident_table(
             family.to_numpy(), table["root_cause_service"], table["n_services"], strict=True
         )
     ]
-    table = table.sort_values(["importance_score", "last_seen", "group_id"],
-                              ascending=[False, False, True], kind="stable")  # fmt: skip
+    table = table.sort_values(
+        ["importance_score", "last_seen", "group_id"], ascending=[False, False, True], kind="stable"
+    )
     table["rank"] = np.arange(1, len(table) + 1)
     return table[_INCIDENT_OUTPUT].reset_index(drop=True)
 
 
 _INCIDENT_OUTPUT = [
-    "group_id", "first_seen", "last_seen", "n_alerts", "n_unique", "services",
-    "root_cause_service", "root_cause_confidence", "max_severity", "importance_score", "rank",
-    "name", "reasons", "n_services", "top_alerts",
-]  # fmt: skip
+    "group_id",
+    "first_seen",
+    "last_seen",
+    "n_alerts",
+    "n_unique",
+    "services",
+    "root_cause_service",
+    "root_cause_confidence",
+    "max_severity",
+    "importance_score",
+    "rank",
+    "name",
+    "reasons",
+    "n_services",
+    "top_alerts",
+]
 
 
 def _dominant_family(names: pd.Series) -> str:
@@ -306,9 +326,22 @@ def cluster_table(
     batch_end: pd.Timestamp,
 ) -> pd.DataFrame:
     """Clusters seen in this batch, ranked by importance, with names and reasons."""
-    columns = ["cluster_rank", "cluster_id", "cluster_name", "importance_score", "reasons",
-               "n_alerts", "n_unique", "n_services", "top_alert_names", "top_services",
-               "severity_mix", "max_severity", "batch_share", "training_share"]  # fmt: skip
+    columns = [
+        "cluster_rank",
+        "cluster_id",
+        "cluster_name",
+        "importance_score",
+        "reasons",
+        "n_alerts",
+        "n_unique",
+        "n_services",
+        "top_alert_names",
+        "top_services",
+        "severity_mix",
+        "max_severity",
+        "batch_share",
+        "training_share",
+    ]
     if len(alerts) == 0:
         return pd.DataFrame(columns=columns)
     frame = alerts.assign(
@@ -362,8 +395,10 @@ def cluster_table(
     table["importance_score"] = _score(comps)
     table["reasons"] = _reasons(comps, table)
     table["cluster_name"] = table["cluster_id"].map(
-        lambda c: profiles.get(int(c), {}).get("name")
-        or (NOISE_CLUSTER_NAME if c == -1 else f"Cluster {c}")
+        lambda c: (
+            profiles.get(int(c), {}).get("name")
+            or (NOISE_CLUSTER_NAME if c == -1 else f"Cluster {c}")
+        )
     )
     table = table.sort_values(["importance_score", "cluster_id"], ascending=[False, True])
     table["cluster_rank"] = np.arange(1, len(table) + 1)

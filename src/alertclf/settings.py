@@ -32,10 +32,16 @@ class Settings(BaseModel):
 
     # --- the seed's constants -------------------------------------------------------
     time_window_minutes: int = Field(
-        15, ge=1, le=1440, description="Window that links alerts into one incident and one dedup episode."
+        15,
+        ge=1,
+        le=1440,
+        description="Window that links alerts into one incident and one dedup episode.",
     )
     min_match_score: float = Field(
-        2.0, ge=0, le=100, description="Least fuzzy token score to map an alert service onto a graph node."
+        2.0,
+        ge=0,
+        le=100,
+        description="Least fuzzy token score to map an alert service onto a graph node.",
     )
     min_clustering_samples: int = Field(
         10, ge=2, le=1_000_000, description="Fewest alerts a model may be trained on."
@@ -58,7 +64,10 @@ class Settings(BaseModel):
 
     # --- consolidation --------------------------------------------------------------
     group_max_hops: int = Field(
-        4, ge=0, le=50, description="Farthest caller (in dependency hops) a symptom may be from its root."
+        4,
+        ge=0,
+        le=50,
+        description="Farthest caller (in dependency hops) a symptom may be from its root.",
     )
     group_max_span_minutes: int = Field(
         240, ge=1, le=10_080, description="Longest an incident group may keep growing."
@@ -95,7 +104,10 @@ class Settings(BaseModel):
 
     # --- incremental batches --------------------------------------------------------
     late_arrival_minutes: int = Field(
-        30, ge=0, le=10_080, description="Alerts this much older than the watermark are still taken."
+        30,
+        ge=0,
+        le=10_080,
+        description="Alerts this much older than the watermark are still taken.",
     )
     history_days: int = Field(30, ge=1, le=3650, description="Days of history retrain reads.")
 
@@ -134,7 +146,8 @@ class Settings(BaseModel):
     def model_post_init(self, __context: Any) -> None:
         if self.kmeans_k_min > self.kmeans_k_max:
             raise ValueError(
-                f"kmeans_k_min ({self.kmeans_k_min}) must not exceed kmeans_k_max ({self.kmeans_k_max})"
+                f"kmeans_k_min ({self.kmeans_k_min}) must not exceed "
+                f"kmeans_k_max ({self.kmeans_k_max})"
             )
 
     # --- construction ---------------------------------------------------------------
@@ -182,7 +195,9 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise SettingsError(f"{path}: expected a mapping of setting: value, got {type(data).__name__}")
+        raise SettingsError(
+            f"{path}: expected a mapping of setting: value, got {type(data).__name__}"
+        )
     return data
 
 

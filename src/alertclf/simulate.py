@@ -87,10 +87,23 @@ ROOT_KIND_WEIGHTS: dict[str, float] = {
     "gateway": 0.1,
 }
 UNKNOWN_SERVICES: tuple[str, ...] = (
-    "legacy-billing-cron", "vpn-gateway-01", "backup-agent", "node-exporter", "ldap-sync",
-    "mail-relay", "bastion-host", "ntp-server", "jenkins-agent", "sftp-ingest", "print-spooler",
-    "license-manager-old", "etl-nightly", "ftp-archive", "smtp-outbound", "vault-agent",
-)  # fmt: skip
+    "legacy-billing-cron",
+    "vpn-gateway-01",
+    "backup-agent",
+    "node-exporter",
+    "ldap-sync",
+    "mail-relay",
+    "bastion-host",
+    "ntp-server",
+    "jenkins-agent",
+    "sftp-ingest",
+    "print-spooler",
+    "license-manager-old",
+    "etl-nightly",
+    "ftp-archive",
+    "smtp-outbound",
+    "vault-agent",
+)
 SEVERITY_SPELLINGS: dict[str, tuple[str, ...]] = {
     "critical": ("CRITICAL", "P1", "sev1", "Critical"),
     "high": ("major", "P2", "HIGH", "error"),
@@ -125,9 +138,7 @@ class SimulationConfig:
 
     def __post_init__(self) -> None:
         if self.scenario not in SCENARIOS:
-            raise ValueError(
-                f"scenario {self.scenario!r} is not one of {', '.join(SCENARIOS)}"
-            )
+            raise ValueError(f"scenario {self.scenario!r} is not one of {', '.join(SCENARIOS)}")
         checks = {
             "days": 0 < self.days <= 3650,
             "n_services": 10 <= self.n_services <= 100_000,
@@ -150,7 +161,9 @@ class SimulationConfig:
     def rates(self) -> tuple[float, float]:
         preset = SCENARIOS[self.scenario]
         incidents = (
-            preset["incidents_per_day"] if self.incidents_per_day is None else self.incidents_per_day
+            preset["incidents_per_day"]
+            if self.incidents_per_day is None
+            else self.incidents_per_day
         )
         storms = preset["storms_per_day"] if self.storms_per_day is None else self.storms_per_day
         return float(incidents), float(storms)
@@ -231,8 +244,14 @@ class _Rows:
     def add(self, t, node, name, host, atype, incident, is_root) -> None:
         n = len(t)
         self.cols["t"].append(np.asarray(t, dtype=np.float64))
-        for key, value in (("node", node), ("name", name), ("host", host), ("atype", atype),
-                           ("incident", incident), ("is_root", is_root)):  # fmt: skip
+        for key, value in (
+            ("node", node),
+            ("name", name),
+            ("host", host),
+            ("atype", atype),
+            ("incident", incident),
+            ("is_root", is_root),
+        ):
             arr = np.asarray(value)
             self.cols[key].append(np.full(n, arr) if arr.ndim == 0 else arr)
 
@@ -290,7 +309,9 @@ def simulate(config: SimulationConfig, graph: nx.DiGraph | None = None) -> Simul
             _emit_unknown(rows, names, u, family, atypes, atype_index, t0, duration, inc, rng)
             incident_rows.append((inc, t0, duration, UNKNOWN_SERVICES[u], family))
             continue
-        root = forced_root if forced_root is not None else int(rng.choice(len(nodes), p=root_weights))
+        root = (
+            forced_root if forced_root is not None else int(rng.choice(len(nodes), p=root_weights))
+        )
         for _ in range(20):
             if busy_until.get(root, -1.0) < t0:
                 break
@@ -304,8 +325,19 @@ def simulate(config: SimulationConfig, graph: nx.DiGraph | None = None) -> Simul
         n_types = 1 + int(rng.random() < 0.5 and len(root_types) > 1)
         for a in rng.choice(len(root_types), size=n_types, replace=False):
             first = t0 + rng.uniform(0, 1.5)
-            _emit_firing(rows, names, root, atype_index[root_types[a].name], first, t0 + duration,
-                         inc, True, config.replica_share, config.name_variant_share, rng)  # fmt: skip
+            _emit_firing(
+                rows,
+                names,
+                root,
+                atype_index[root_types[a].name],
+                first,
+                t0 + duration,
+                inc,
+                True,
+                config.replica_share,
+                config.name_variant_share,
+                rng,
+            )
         # Symptoms spread to callers, hop by hop, with dampening and delay.
         frontier = {root: 0.0}
         seen = {root}
@@ -325,19 +357,39 @@ def simulate(config: SimulationConfig, graph: nx.DiGraph | None = None) -> Simul
                     "service", "latency"
                 )
                 a = options[int(rng.integers(len(options)))]
-                _emit_firing(rows, names, caller, atype_index[a.name], t0 + delay,
-                             t0 + duration, inc, False, config.replica_share * 0.5,
-                             config.name_variant_share, rng)  # fmt: skip
+                _emit_firing(
+                    rows,
+                    names,
+                    caller,
+                    atype_index[a.name],
+                    t0 + delay,
+                    t0 + duration,
+                    inc,
+                    False,
+                    config.replica_share * 0.5,
+                    config.name_variant_share,
+                    rng,
+                )
             frontier = nxt
             if not frontier:
                 break
         incident_rows.append((inc, t0, duration, str(nodes[root]), family))
 
     n_incident_alerts = sum(len(t) for t in rows.cols["t"])
-    n_noise_alerts = int(round(n_incident_alerts * config.noise_share / (1 - config.noise_share)))
+    n_noise_alerts = round(n_incident_alerts * config.noise_share / (1 - config.noise_share))
     noise_families = [f for f in FAMILIES if f != "other"]
-    _emit_noise(rows, names, kind_arr, noise_families, atypes, n_noise_alerts, span_min,
-                len(starts), config, rng)  # fmt: skip
+    _emit_noise(
+        rows,
+        names,
+        kind_arr,
+        noise_families,
+        atypes,
+        n_noise_alerts,
+        span_min,
+        len(starts),
+        config,
+        rng,
+    )
     cols = rows.frame()
     if len(cols["t"]) == 0:
         raise ValueError("the scenario produced no alerts; raise --days or the incident rate")
@@ -377,8 +429,9 @@ def _storm_roots(graph, nodes, kinds, node_index, size, rng) -> list[int]:
     return [int(x) for x in picked]
 
 
-def _emit_firing(rows, names, node, atype, first, end, incident, is_root, replica_share,
-                 variant_share, rng) -> None:  # fmt: skip
+def _emit_firing(
+    rows, names, node, atype, first, end, incident, is_root, replica_share, variant_share, rng
+) -> None:
     """One alert type on one service, re-firing every 3-8 minutes until ``end``."""
     interval = rng.uniform(3, 8)
     times = np.arange(first, max(end, first + 1e-6), interval)
@@ -390,8 +443,15 @@ def _emit_firing(rows, names, node, atype, first, end, incident, is_root, replic
         return
     for r in range(n_replicas):
         jitter = rng.uniform(0, 0.5, len(times))
-        rows.add(times + jitter, node, names.pod_base[node] + r, names.host_base[node] + r,
-                 atype, incident, is_root)  # fmt: skip
+        rows.add(
+            times + jitter,
+            node,
+            names.pod_base[node] + r,
+            names.host_base[node] + r,
+            atype,
+            incident,
+            is_root,
+        )
 
 
 def _emit_unknown(rows, names, u, family, atypes, atype_index, t0, duration, inc, rng) -> None:
@@ -399,19 +459,25 @@ def _emit_unknown(rows, names, u, family, atypes, atype_index, t0, duration, inc
     a = options[int(rng.integers(len(options)))]
     interval = rng.uniform(3, 8)
     times = np.arange(t0, t0 + duration, interval)
-    rows.add(times, -1 - u, names.unknown_base + u, names.unknown_host_base + u,
-             atype_index[a.name], inc, True)  # fmt: skip
+    rows.add(
+        times,
+        -1 - u,
+        names.unknown_base + u,
+        names.unknown_host_base + u,
+        atype_index[a.name],
+        inc,
+        True,
+    )
 
 
-def _emit_noise(rows, names, kind_arr, families, atypes, n_alerts, span_min, first_id, config,
-                rng) -> None:  # fmt: skip
+def _emit_noise(
+    rows, names, kind_arr, families, atypes, n_alerts, span_min, first_id, config, rng
+) -> None:
     """Unrelated alerts: singles and short flaps, spread over the whole span."""
     made = 0
     event = 0
     n_nodes = len(kind_arr)
-    by_kind = {
-        kind: [i for i, a in enumerate(atypes) if kind in a.kinds] for kind in set(kind_arr)
-    }
+    by_kind = {kind: [i for i, a in enumerate(atypes) if kind in a.kinds] for kind in set(kind_arr)}
     while made < n_alerts:
         t = rng.uniform(0, span_min)
         repeats = 1 if rng.random() < 0.7 else int(rng.integers(2, 4))
@@ -420,15 +486,27 @@ def _emit_noise(rows, names, kind_arr, families, atypes, n_alerts, span_min, fir
         if rng.random() < config.unknown_noise_share:
             u = int(rng.integers(len(UNKNOWN_SERVICES)))
             a = int(rng.integers(len(atypes)))
-            rows.add(times, -1 - u, names.unknown_base + u, names.unknown_host_base + u, a,
-                     inc, False)  # fmt: skip
+            rows.add(
+                times, -1 - u, names.unknown_base + u, names.unknown_host_base + u, a, inc, False
+            )
         else:
             node = int(rng.integers(n_nodes))
             options = by_kind[kind_arr[node]]
             a = options[int(rng.integers(len(options)))]
-            variant = int(rng.integers(1, names.N_VARIANTS)) if rng.random() < config.name_variant_share else 0
-            rows.add(times, node, names.variant_base[node] + variant, names.host_base[node], a,
-                     inc, False)  # fmt: skip
+            variant = (
+                int(rng.integers(1, names.N_VARIANTS))
+                if rng.random() < config.name_variant_share
+                else 0
+            )
+            rows.add(
+                times,
+                node,
+                names.variant_base[node] + variant,
+                names.host_base[node],
+                a,
+                inc,
+                False,
+            )
         made += repeats
         event += 1
 
@@ -439,7 +517,11 @@ def _assemble(cols, names, nodes, atypes, incident_rows, n_incidents, graph, con
     order = np.lexsort((cols["name"][keep], cols["atype"][keep], t[keep]))
     sel = {k: v[keep][order] for k, v in cols.items()}
     n = len(sel["t"])
-    start = pd.Timestamp(config.start).tz_convert("UTC") if pd.Timestamp(config.start).tzinfo else pd.Timestamp(config.start, tz="UTC")  # fmt: skip
+    start = (
+        pd.Timestamp(config.start).tz_convert("UTC")
+        if pd.Timestamp(config.start).tzinfo
+        else pd.Timestamp(config.start, tz="UTC")
+    )
     # Millisecond resolution, as monitoring systems stamp alerts.
     ts = start + pd.to_timedelta(np.round(sel["t"] * 60_000).astype(np.int64), unit="ms")
     atype_names = np.array([a.name for a in atypes], dtype=object)
@@ -459,7 +541,9 @@ def _assemble(cols, names, nodes, atypes, incident_rows, n_incidents, graph, con
     for level, spellings in SEVERITY_SPELLINGS.items():
         hit = respell & (severity == level)
         if hit.any():
-            severity[hit] = np.array(spellings, dtype=object)[rng.integers(0, len(spellings), hit.sum())]
+            severity[hit] = np.array(spellings, dtype=object)[
+                rng.integers(0, len(spellings), hit.sum())
+            ]
     incident_id = sel["incident"].astype(np.int64)
     is_noise = incident_id >= n_incidents
     inc_label = np.where(
@@ -484,7 +568,9 @@ def _assemble(cols, names, nodes, atypes, incident_rows, n_incidents, graph, con
     description = np.empty(n, dtype=object)
     for a_idx in np.unique(sel["atype"]):
         rows_of = np.flatnonzero(sel["atype"] == a_idx)
-        description[rows_of] = _render(atype_desc[a_idx], {k: v[rows_of] for k, v in fields.items()})
+        description[rows_of] = _render(
+            atype_desc[a_idx], {k: v[rows_of] for k, v in fields.items()}
+        )
     labels = _render(
         '{"alertname":"{alert}","pod":"{service}","instance":"{host}","namespace":"{ns}"}',
         {"alert": alert_name, "service": service, "host": host, "ns": namespace},
@@ -520,8 +606,14 @@ def _assemble(cols, names, nodes, atypes, incident_rows, n_incidents, graph, con
         }
     )
     incidents = pd.DataFrame(
-        incident_rows, columns=["incident", "start_minute", "duration_minutes", "root_service",
-                                "category"]  # fmt: skip
+        incident_rows,
+        columns=[
+            "incident",
+            "start_minute",
+            "duration_minutes",
+            "root_service",
+            "category",
+        ],
     )
     incidents["incident_id"] = [f"I{i:05d}" for i in incidents["incident"]]
     return Simulation(alerts, truth, graph, config, incidents.drop(columns="incident"))
@@ -548,14 +640,16 @@ def _unmasked(cols: dict[str, np.ndarray], window: float) -> np.ndarray:
     incident B cannot make it fire again, so B's copies never reach the alert stream
     (and the ground truth stays unambiguous).
     """
-    frame = pd.DataFrame({"node": cols["node"], "atype": cols["atype"], "t": cols["t"],
-                          "inc": cols["incident"]})  # fmt: skip
+    frame = pd.DataFrame(
+        {"node": cols["node"], "atype": cols["atype"], "t": cols["t"], "inc": cols["incident"]}
+    )
     shared = frame.groupby(["node", "atype"])["inc"].transform("nunique") > 1
     keep = np.ones(len(frame), dtype=bool)
     sub = frame[shared].sort_values(["node", "atype", "t"], kind="stable")
     owner_key, owner, last = None, -1, -np.inf
-    for pos, node, atype, t, inc in zip(sub.index, sub["node"], sub["atype"], sub["t"],
-                                        sub["inc"], strict=True):  # fmt: skip
+    for pos, node, atype, t, inc in zip(
+        sub.index, sub["node"], sub["atype"], sub["t"], sub["inc"], strict=True
+    ):
         if (node, atype) != owner_key:
             owner_key, owner, last = (node, atype), inc, t
             continue
@@ -596,7 +690,9 @@ def write_simulation(sim: Simulation, out_dir: str | Path) -> dict[str, Path]:
     paths["graph"].write_text(json.dumps(data, indent=1, sort_keys=True) + "\n", encoding="utf-8")
     summary = asdict(sim.config)
     summary["alerts"] = len(sim.alerts)
-    summary["incidents"] = int((~sim.truth["is_noise"]).groupby(sim.truth["incident_id"]).any().sum())
+    summary["incidents"] = int(
+        (~sim.truth["is_noise"]).groupby(sim.truth["incident_id"]).any().sum()
+    )
     summary["services_in_graph"] = sim.graph.number_of_nodes()
     paths["scenario"].write_text(json.dumps(summary, indent=1, sort_keys=True) + "\n", "utf-8")
     return paths
@@ -634,5 +730,12 @@ def describe(sim: Simulation) -> dict[str, object]:
     }
 
 
-__all__ = ["SCENARIOS", "AlertType", "Simulation", "SimulationConfig", "describe", "simulate",
-           "write_simulation"]  # fmt: skip
+__all__ = [
+    "SCENARIOS",
+    "AlertType",
+    "Simulation",
+    "SimulationConfig",
+    "describe",
+    "simulate",
+    "write_simulation",
+]

@@ -16,17 +16,73 @@ import numpy as np
 NODE_KINDS: tuple[str, ...] = ("gateway", "service", "worker", "datastore")
 
 DOMAINS: tuple[str, ...] = (
-    "payment", "order", "cart", "user", "auth", "inventory", "shipping", "catalog",
-    "search", "recommendation", "notification", "email", "billing", "pricing", "review",
-    "profile", "session", "checkout", "account", "ledger", "fraud", "analytics", "media",
-    "upload", "report", "audit", "tax", "coupon", "loyalty", "wishlist", "invoice",
-    "refund", "delivery", "warehouse", "supplier", "contract", "identity", "consent",
-    "geo", "currency", "quote", "booking", "ticket", "schedule", "route", "fleet",
-    "driver", "rating", "chat", "feed", "content", "asset", "license", "subscription",
-)  # fmt: skip
+    "payment",
+    "order",
+    "cart",
+    "user",
+    "auth",
+    "inventory",
+    "shipping",
+    "catalog",
+    "search",
+    "recommendation",
+    "notification",
+    "email",
+    "billing",
+    "pricing",
+    "review",
+    "profile",
+    "session",
+    "checkout",
+    "account",
+    "ledger",
+    "fraud",
+    "analytics",
+    "media",
+    "upload",
+    "report",
+    "audit",
+    "tax",
+    "coupon",
+    "loyalty",
+    "wishlist",
+    "invoice",
+    "refund",
+    "delivery",
+    "warehouse",
+    "supplier",
+    "contract",
+    "identity",
+    "consent",
+    "geo",
+    "currency",
+    "quote",
+    "booking",
+    "ticket",
+    "schedule",
+    "route",
+    "fleet",
+    "driver",
+    "rating",
+    "chat",
+    "feed",
+    "content",
+    "asset",
+    "license",
+    "subscription",
+)
 QUALIFIERS: tuple[str, ...] = (
-    "core", "api", "sync", "batch", "edge", "admin", "public", "partner", "mobile", "web",
-)  # fmt: skip
+    "core",
+    "api",
+    "sync",
+    "batch",
+    "edge",
+    "admin",
+    "public",
+    "partner",
+    "mobile",
+    "web",
+)
 DATASTORE_SUFFIXES: tuple[str, ...] = ("db", "cache", "queue", "store", "index")
 DATASTORE_TECH: dict[str, str] = {
     "db": "postgres",
@@ -149,8 +205,21 @@ def infer_kind(node: str, attrs: dict | None = None) -> str:
     if declared in {"frontend", "ingress", "lb", "loadbalancer"}:
         return "gateway"
     lowered = node.lower()
-    datastore_words = ("db", "redis", "mysql", "postgres", "mongo", "cache", "kafka",
-                       "queue", "rabbit", "elastic", "store", "index", "sql")  # fmt: skip
+    datastore_words = (
+        "db",
+        "redis",
+        "mysql",
+        "postgres",
+        "mongo",
+        "cache",
+        "kafka",
+        "queue",
+        "rabbit",
+        "elastic",
+        "store",
+        "index",
+        "sql",
+    )
     if any(w in lowered for w in datastore_words):
         return "datastore"
     if any(w in lowered for w in ("gateway", "frontend", "ingress", "portal", "bff", "-lb")):

@@ -37,9 +37,17 @@ STAGING = "staging"
 PRODUCTION = "production"
 DEFAULT_MODELS_DIR = Path("data/models")
 MODEL_REQUIREMENTS = (
-    "mlflow", "scikit-learn", "pandas", "numpy", "scipy", "joblib", "networkx", "PyYAML",
-    "pydantic", "pyarrow",
-)  # fmt: skip
+    "mlflow",
+    "scikit-learn",
+    "pandas",
+    "numpy",
+    "scipy",
+    "joblib",
+    "networkx",
+    "PyYAML",
+    "pydantic",
+    "pyarrow",
+)
 
 
 # The tracking URI this process exported itself (so a later call with another --models
@@ -111,7 +119,11 @@ def absolute_uri(uri: str) -> str:
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
         return f"sqlite:///{Path(uri.removeprefix('sqlite:///')).resolve()}"
     if "://" not in uri:
-        return f"sqlite:///{Path(uri).resolve()}" if uri.endswith(".db") else Path(uri).resolve().as_uri()
+        return (
+            f"sqlite:///{Path(uri).resolve()}"
+            if uri.endswith(".db")
+            else Path(uri).resolve().as_uri()
+        )
     return uri
 
 
@@ -343,7 +355,9 @@ def version_exists(model_name: str, version: str) -> bool:
         return False
 
 
-def load_model(model_name: str, alias: str | None = None, version: str | None = None) -> LoadedModel:
+def load_model(
+    model_name: str, alias: str | None = None, version: str | None = None
+) -> LoadedModel:
     """Load one version from the configured registry (never from a path or URL given
     in data): by alias or by number. A missing or corrupt artifact is a clear error."""
     import mlflow
