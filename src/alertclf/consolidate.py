@@ -43,6 +43,7 @@ import numpy as np
 import pandas as pd
 
 from alertclf.catalogue import alert_family, can_be_symptom
+from alertclf.contracts import SEVERITY_ORDINAL
 from alertclf.settings import Settings
 
 # The group as each alert found it (see consolidate()).
@@ -78,6 +79,8 @@ class Group:
     # service key -> [first alert ns, last alert ns] in this group
     members: dict[str, list[int]] = field(default_factory=dict)
     n_alerts: int = 0
+    n_series: int = 0  # distinct (service, alert) runs: the alerts left after dedup
+    max_severity: int = 0  # highest severity ordinal so far
     root_changes: int = 0
     symptoms_only: bool = True  # every alert so far is of a symptom family
     root_family: str = ""  # family of the first alert seen on the root service
@@ -219,6 +222,11 @@ def consolidate(
         if "host" in alerts
         else np.full(len(alerts), "", dtype=object)
     )
+    severities = (
+        alerts["severity"].map(SEVERITY_ORDINAL).fillna(0).to_numpy(dtype=np.int64)
+        if "severity" in alerts
+        else np.zeros(len(alerts), dtype=np.int64)
+    )
     assigned = np.empty(len(alerts), dtype=object)
     reasons = np.empty(len(alerts), dtype=object)
     as_of = np.empty((len(alerts), len(AS_OF_COLUMNS)), dtype=np.float64)
@@ -232,6 +240,7 @@ def consolidate(
             ids[pos],
             families[pos],
             hosts[pos],
+            int(severities[pos]),
         )
         assigned[pos] = group.group_id
         cause_family[pos] = group.cause_family or families[pos]
@@ -303,6 +312,7 @@ class _Grouper:
         alert_id: str,
         family: str,
         host: str,
+        severity: int = 0,
     ) -> tuple[Group, str, tuple]:
         """Place one alert; return its group, why (``REASONS``) and its as-of values."""
         reason = "repeat"
@@ -328,10 +338,12 @@ class _Grouper:
                 group.local_members.append(key)
         if key == group.root and not group.root_family:
             group.root_family = family
+        group.max_severity = max(group.max_severity, severity)
         entry = self.series.get((key, name))
-        if entry is None or self.resolve(entry[0]) != group.group_id:
+        if entry is None or self.resolve(entry[0]) != group.group_id or t - entry[1] > self.window:
             entry = [group.group_id, t, 0, []]
             self.series[(key, name)] = entry
+            group.n_series += 1
         entry[1] = t
         entry[2] += 1
         if host not in entry[3] and len(entry[3]) < MAX_HOSTS_TRACKED:
@@ -400,6 +412,8 @@ class _Grouper:
                 span = survivor.members.setdefault(member, [first, last])
                 span[0], span[1] = min(span[0], first), max(span[1], last)
             survivor.n_alerts += other.n_alerts
+            survivor.n_series += other.n_series
+            survivor.max_severity = max(survivor.max_severity, other.max_severity)
             for fam, count in other.cause_families.items():
                 survivor.cause_families[fam] = survivor.cause_families.get(fam, 0) + count
             survivor.local_members += [
@@ -452,6 +466,8 @@ def _groups_frame(groups: list[Group]) -> pd.DataFrame:
             "start": pd.to_datetime([g.start for g in groups], unit="ns", utc=True),
             "last_seen": pd.to_datetime([g.last_seen for g in groups], unit="ns", utc=True),
             "n_alerts_total": [g.n_alerts for g in groups],
+            "n_series_total": [g.n_series for g in groups],
+            "max_severity_total": [g.max_severity for g in groups],
             "root_changes": [g.root_changes for g in groups],
             "members": [{k: list(v) for k, v in g.members.items()} for g in groups],
             "local_members": [list(g.local_members) for g in groups],

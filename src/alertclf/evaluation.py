@@ -201,15 +201,17 @@ def root_cause_accuracy(merged: pd.DataFrame, incidents: pd.DataFrame) -> float:
 def ranking_precision(merged: pd.DataFrame, incidents: pd.DataFrame, k: int = 10) -> float:
     """Share of the top-``k`` ranked groups that are real incidents, each counted once
     (a group of background noise, or a second group of an incident already listed,
-    is a wasted line on the on-call engineer's screen)."""
-    top = incidents.sort_values("rank").head(k)["group_id"].astype(str).tolist()
-    if not top:
-        return float("nan")
+    is a wasted line on the on-call engineer's screen). ``k`` shrinks to the number of
+    real incidents when there are fewer, so a calm day can still score 1."""
     noise = (
         merged["is_noise"].astype(bool)
         if "is_noise" in merged
         else merged["incident_id"].astype(str).str.startswith("N")
     )
+    k = min(k, int(merged.loc[~noise, "incident_id"].nunique()))
+    top = incidents.sort_values("rank").head(k)["group_id"].astype(str).tolist()
+    if not top:
+        return float("nan")
     owner = (
         merged.assign(_noise=noise)
         .groupby("group_id")

@@ -164,8 +164,7 @@ def score_batch(
     )
     with _timed(timings, "ranking"):
         roots = root_causes(prepared.groups, context.index, settings.time_window_minutes)
-        starts = prepared.groups.set_index("group_id")["start"] if len(prepared.groups) else None
-        incidents = incident_table(alerts, roots, context.features, batch_end, starts)
+        incidents = incident_table(alerts, roots, context.features, batch_end, prepared.groups)
         clusters = cluster_table(alerts, profiles, context.features, batch_end)
         names = clusters.set_index("cluster_id")["cluster_name"]
         alerts["cluster_name"] = alerts["cluster_id"].map(names)

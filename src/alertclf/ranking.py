@@ -165,13 +165,16 @@ def incident_table(
     roots: pd.DataFrame,
     graph_features: pd.DataFrame,
     batch_end: pd.Timestamp,
-    group_starts: pd.Series | None = None,
+    groups: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
-    """One row per incident group, ranked (contract columns plus name and reasons).
+    """One row per incident group touched by the batch, ranked (contract columns plus
+    name, reasons and the batch's own count).
 
     ``alerts`` needs the pipeline columns (``group_id``, ``is_duplicate``,
-    ``is_outlier``, ``cluster_id``, ``severity``...); ``group_starts`` (group_id ->
-    first alert, including earlier batches) makes ``first_seen`` span batches.
+    ``is_outlier``, ``cluster_id``, ``severity``...). ``groups`` is
+    :attr:`alertclf.consolidate.Consolidation.groups`: with it, counts, services, first
+    alert and severity cover the whole incident so far, not only this batch's part, so an
+    incident that has been growing for an hour outranks a newcomer of one alert.
     """
     if len(alerts) == 0:
         return pd.DataFrame(columns=_INCIDENT_OUTPUT)
@@ -199,9 +202,9 @@ def incident_table(
             ),
         }
     ).reset_index()
-    if group_starts is not None and len(group_starts):
-        earlier = table["group_id"].map(pd.to_datetime(group_starts, utc=True))
-        table["first_seen"] = earlier.where(earlier < table["first_seen"], table["first_seen"])
+    table["n_alerts_batch"] = table["n_alerts"]
+    if groups is not None and len(groups):
+        _cumulate(table, groups.drop_duplicates("group_id", keep="last").set_index("group_id"))
     table = table.merge(roots, on="group_id", how="left")
     blast = graph_features.get("g_n_ancestors")
     n_nodes = max(len(graph_features), 1)
@@ -236,6 +239,31 @@ def incident_table(
     return table[_INCIDENT_OUTPUT].reset_index(drop=True)
 
 
+def _cumulate(table: pd.DataFrame, groups: pd.DataFrame) -> None:
+    """Replace batch-only facts by the incident's facts so far (in place)."""
+    known = table["group_id"].isin(groups.index)
+    if not known.any():
+        return
+    ids = table.loc[known, "group_id"]
+    start = pd.to_datetime(groups["start"], utc=True)
+    table.loc[known, "first_seen"] = ids.map(start).where(
+        ids.map(start) < table.loc[known, "first_seen"], table.loc[known, "first_seen"]
+    )
+    table.loc[known, "n_alerts"] = ids.map(groups["n_alerts_total"]).astype(int)
+    table.loc[known, "n_unique"] = ids.map(groups["n_series_total"]).astype(int)
+    members = groups["members"]
+    table.loc[known, "n_services"] = ids.map(members.map(len)).astype(int)
+    table.loc[known, "services"] = ids.map(
+        members.map(
+            lambda m: "|".join(display_service(k) for k in sorted(m, key=lambda k: (m[k][0], k)))
+        )
+    )
+    by_ordinal = {v: k for k, v in SEVERITY_ORDINAL.items()}
+    cumulative = ids.map(groups["max_severity_total"]).fillna(0).astype(int)
+    batch = table.loc[known, "max_severity"].map(SEVERITY_ORDINAL).fillna(0).astype(int)
+    table.loc[known, "max_severity"] = np.maximum(cumulative, batch).map(by_ordinal)
+
+
 _INCIDENT_OUTPUT = [
     "group_id",
     "first_seen",
@@ -251,6 +279,7 @@ _INCIDENT_OUTPUT = [
     "name",
     "reasons",
     "n_services",
+    "n_alerts_batch",
     "top_alerts",
 ]
 
