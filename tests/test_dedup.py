@@ -121,7 +121,21 @@ def test_refire_right_after_a_boundary_is_a_duplicate_of_the_previous_batch() ->
     # The episode keeps its first alert and moves its last time on.
     episodes = {e[0].split("\x1f")[0]: e for e in state2.episodes}
     assert episodes["api"][1] == "a000"
-    assert episodes["api"][2] == frame([alert(24, "api", ERRORS)])["timestamp"].iloc[0].value
+    assert episodes["api"][2] == frame([alert(0, "api", ERRORS)])["timestamp"].iloc[0].value
+    assert episodes["api"][3] == frame([alert(24, "api", ERRORS)])["timestamp"].iloc[0].value
+
+
+def test_late_arrival_inside_a_carried_episode_is_a_duplicate_of_its_first() -> None:
+    first = frame([alert(0, "api", ERRORS, mapped="api"), alert(10, "api", ERRORS, mapped="api")])
+    second = frame(
+        [
+            alert(5, "api", ERRORS, mapped="api", alert_id="late"),  # arrived late
+            alert(12, "api", ERRORS, mapped="api", alert_id="next"),
+        ]
+    )
+    _, state = mark_duplicates(first, SETTINGS)
+    result, _ = mark_duplicates(second, SETTINGS, state)
+    assert flags(result) == [(True, "a000"), (True, "a000")]
 
 
 def test_closed_episodes_are_not_carried() -> None:

@@ -6,23 +6,30 @@ Alerts are taken in time order. Every group has one **root** service, the servic
 whose fault is believed to explain the group. An alert on service ``s`` joins a group
 only by its relation *to the group's root*, never to an arbitrary member:
 
+0. the same alert on the same service fired within the window: it stays where its
+   previous firing went;
 1. ``s`` is the root itself;
-2. ``s`` is a *caller* of the root within ``group_max_hops`` hops (a symptom: faults
-   travel up the dependency graph, from a service to those that call it), and the
-   alert is of a symptom family (latency, errors, availability, network, other) --
-   a CPU or disk alert on a caller is its own problem, not a symptom;
+2. ``s`` is a *caller* of the root within ``group_max_hops`` hops (faults travel up the
+   dependency graph, from a service to those that call it), the alert can be a symptom
+   (latency, errors, readiness: :func:`alertclf.catalogue.can_be_symptom`; a CPU, disk,
+   network or crash alert on a caller is that caller's own problem), and one of ``s``'s
+   direct dependencies (or ``s`` itself) is already alerting in the group -- the path
+   the fault travelled;
 3. ``s`` is a *dependency* of the root, the group is still young (it began less than
-   ``root_lag`` ago) and all its services are callers of ``s``: the first alerts were
-   symptoms that outran their cause, so the group is **re-rooted** at ``s``.
+   ``root_lag`` = a third of the window ago), holds only symptoms, and every service in
+   it is a *direct* caller of ``s``: those first alerts were symptoms that outran their
+   cause, so the group is **re-rooted** at ``s`` (several such groups merge, the oldest
+   keeps its id). Symptoms further up must wait for the cause to appear: re-rooting on
+   a two-hop echo would let any later fault below steal a young incident.
 
 A group is a candidate only while it is active: its last alert is at most
 ``time_window_minutes`` old and it began at most ``group_max_span_minutes`` ago. Among
-several candidates (a gateway above two simultaneous incidents) the alert goes to the
-group that (a) already holds this service, else (b) holds one of the service's direct
-dependencies (the path the fault travelled), else (c) has the nearest root in hops;
-ties go to the group whose evidence is most recent. Because membership is always
-measured from the root, a shared gateway cannot bridge two incidents into one: that is
-the single-linkage chaining that merges every incident of a storm.
+several candidates (a gateway above two simultaneous incidents) the alert goes to an
+established group (a resource or crash alert, or more than one alert) before a lone
+symptom, then to the group whose trouble on the alert's dependency path began most
+recently, then to the nearest root, then to the youngest group. Because membership is
+always measured from the root, a shared gateway cannot bridge two incidents into one:
+that is the single-linkage chaining that merges every incident of a storm.
 
 Alerts whose service is not in the graph are grouped only with alerts of the same
 (normalised) service name.
@@ -55,6 +62,7 @@ AS_OF_COLUMNS: tuple[str, ...] = (
     "hops_to_root",
     "series_alerts",
     "series_hosts",
+    "service_burst",
 )
 MAX_HOSTS_TRACKED = 32
 
@@ -68,6 +76,7 @@ REASONS: dict[str, str] = {
 }
 UNMAPPED_PREFIX = "?"
 NS_PER_MINUTE = 60 * 10**9
+BURST_NS = 5 * NS_PER_MINUTE
 
 
 @dataclass
@@ -107,10 +116,17 @@ class ConsolidationState:
     # [service key, alert name, group id, last alert ns, alerts so far, hosts so far]
     # of alert series still firing
     series: list[list] = field(default_factory=list)
+    # service key -> alert times of the last five minutes (for the burst feature)
+    recent: dict[str, list[int]] = field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps(
-            {"groups": [g.to_json() for g in self.groups], "series": self.series}, sort_keys=True
+            {
+                "groups": [g.to_json() for g in self.groups],
+                "series": self.series,
+                "recent": self.recent,
+            },
+            sort_keys=True,
         )
 
     @classmethod
@@ -119,6 +135,7 @@ class ConsolidationState:
         return cls(
             groups=[Group(**g) for g in data.get("groups", [])],
             series=[list(x) for x in data.get("series", [])],
+            recent={k: [int(t) for t in v] for k, v in data.get("recent", {}).items()},
         )
 
 
@@ -280,6 +297,8 @@ class _Grouper:
             self._open(Group(**asdict(group)))
         for key, name, gid, last, count, hosts in state.series:
             self.series[(key, name)] = [gid, int(last), int(count), list(hosts)]
+        # service key -> its alert times near the newest one, for the burst feature
+        self.recent: dict[str, list[int]] = {k: list(v) for k, v in state.recent.items()}
 
     # --- bookkeeping ---------------------------------------------------------------
     def _cone(self, root: str) -> dict[str, int]:
@@ -358,6 +377,7 @@ class _Grouper:
             hops,
             entry[2],
             len(entry[3]),
+            self._burst(key, t),
         )
         return group, reason, as_of
 
@@ -432,6 +452,14 @@ class _Grouper:
             group_id = self.alias[group_id]
         return group_id
 
+    def _burst(self, key: str, t: int) -> int:
+        """Alerts of this service in the five minutes up to this one, this one included;
+        times carried across batches, so the count does not depend on batch cuts."""
+        near = [s for s in self.recent.get(key, ()) if abs(t - s) < BURST_NS]
+        near.append(t)
+        self.recent[key] = near
+        return sum(1 for s in near if t - BURST_NS < s <= t)
+
     def state_at(self, end: int | None) -> ConsolidationState:
         if end is None:
             groups = list(self.active.values())
@@ -444,7 +472,12 @@ class _Grouper:
             for (k, n), (gid, last, count, hosts) in self.series.items()
             if self.resolve(gid) in open_ids and (end is None or end - last <= self.window)
         )
-        return ConsolidationState([Group(**asdict(g)) for g in groups], series)
+        recent = {
+            k: sorted(v)
+            for k, v in self.recent.items()
+            if end is None or any(end - s < BURST_NS for s in v)
+        }
+        return ConsolidationState([Group(**asdict(g)) for g in groups], series, recent)
 
 
 @dataclass

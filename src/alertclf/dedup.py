@@ -26,7 +26,7 @@ from alertclf.settings import Settings
 
 @dataclass
 class DedupState:
-    """Open episodes: [key, first alert id, last alert ns]."""
+    """Open episodes: [key, first alert id, first alert ns, last alert ns]."""
 
     episodes: list[list] = field(default_factory=list)
 
@@ -36,7 +36,12 @@ class DedupState:
     @classmethod
     def from_json(cls, text: str) -> DedupState:
         data = json.loads(text) if text else {}
-        return cls([list(e) for e in data.get("episodes", [])])
+        episodes = []
+        for entry in data.get("episodes", []):
+            # Older state files kept only the last alert's time.
+            key, first_id, *times = entry
+            episodes.append([key, first_id, int(times[0]), int(times[-1])])
+        return cls(episodes)
 
 
 def dedup_keys(alerts: pd.DataFrame) -> np.ndarray:
@@ -47,7 +52,13 @@ def dedup_keys(alerts: pd.DataFrame) -> np.ndarray:
 def mark_duplicates(
     alerts: pd.DataFrame, settings: Settings, state: DedupState | None = None
 ) -> tuple[pd.DataFrame, DedupState]:
-    """``is_duplicate`` and ``duplicate_of`` per alert (aligned with ``alerts``)."""
+    """``is_duplicate`` and ``duplicate_of`` per alert (aligned with ``alerts``).
+
+    A carried episode enters as one row spanning its first to its last alert, so a late
+    alert that falls inside it (classify accepts alerts up to ``late_arrival_minutes``
+    behind the watermark) is a duplicate of the episode's first alert, as it would have
+    been had it arrived on time.
+    """
     window = settings.time_window_minutes * NS_PER_MINUTE
     state = state or DedupState()
     n = len(alerts)
@@ -55,34 +66,46 @@ def mark_duplicates(
     times = to_epoch_ns(alerts["timestamp"]) if n else np.zeros(0, dtype=np.int64)
     ids = alerts["alert_id"].astype(str).to_numpy(dtype=object) if n else np.zeros(0, dtype=object)
     carried = state.episodes
-    all_keys = np.concatenate([np.array([e[0] for e in carried], dtype=object), keys])
-    all_times = np.concatenate([np.array([e[2] for e in carried], dtype=np.int64), times])
-    all_ids = np.concatenate([np.array([e[1] for e in carried], dtype=object), ids])
-    # Carried rows sort before batch rows at the same instant (flag 0 < 1).
-    flag = np.concatenate([np.zeros(len(carried), dtype=np.int8), np.ones(n, dtype=np.int8)])
-    order = np.lexsort((all_ids, flag, all_times, all_keys))
-    k, t, i = all_keys[order], all_times[order], all_ids[order]
-    new_episode = np.ones(len(order), dtype=bool)
-    if len(order) > 1:
-        new_episode[1:] = (k[1:] != k[:-1]) | ((t[1:] - t[:-1]) > window)
-    episode = np.cumsum(new_episode) - 1
-    first_id = i[new_episode][episode]
-    is_dup_sorted = ~new_episode
-    # Back to input order, batch rows only.
-    is_dup = np.empty(len(order), dtype=bool)
-    dup_of = np.empty(len(order), dtype=object)
-    is_dup[order] = is_dup_sorted
-    dup_of[order] = np.where(is_dup_sorted, first_id, "")
+    frame = pd.DataFrame(
+        {
+            "key": np.concatenate([np.array([e[0] for e in carried], dtype=object), keys]),
+            "start": np.concatenate([np.array([e[2] for e in carried], dtype=np.int64), times]),
+            "end": np.concatenate([np.array([e[3] for e in carried], dtype=np.int64), times]),
+            "id": np.concatenate([np.array([e[1] for e in carried], dtype=object), ids]),
+            # Carried rows sort before batch rows at the same instant.
+            "flag": np.concatenate([np.zeros(len(carried), np.int8), np.ones(n, np.int8)]),
+            "row": np.arange(len(carried) + n),
+        }
+    )
+    frame = frame.sort_values(["key", "start", "flag", "id"], kind="stable")
+    same_key = frame["key"].eq(frame["key"].shift())
+    # The episode so far ends at the latest end of the rows before, within the key.
+    reach = frame.groupby("key", sort=False)["end"].cummax().groupby(frame["key"]).shift()
+    new_episode = ~same_key | (frame["start"] - reach > window)
+    episode = new_episode.cumsum()
+    first_id = frame["id"].where(new_episode).groupby(episode).transform("first")
+    frame["is_duplicate"] = ~new_episode
+    frame["duplicate_of"] = first_id.where(~new_episode, "")
+    frame["episode"] = episode
+    frame["first_start"] = frame["start"].where(new_episode).groupby(episode).transform("first")
+    batch = frame[frame["flag"] == 1].sort_values("row")
     result = pd.DataFrame(
-        {"is_duplicate": is_dup[len(carried) :], "duplicate_of": dup_of[len(carried) :]},
+        {
+            "is_duplicate": batch["is_duplicate"].to_numpy(dtype=bool),
+            "duplicate_of": batch["duplicate_of"].to_numpy(dtype=object),
+        },
         index=alerts.index,
     )
-    # Episodes whose last alert is within the window of the batch end stay open.
-    end = int(all_times.max()) if len(all_times) else 0
-    last_of_episode = np.r_[new_episode[1:], True] if len(order) else np.zeros(0, dtype=bool)
-    still_open = last_of_episode & ((end - t) <= window)
+    # Episodes whose last alert is within the window of the newest alert stay open.
+    end = int(frame["end"].max()) if len(frame) else 0
+    spans = frame.groupby("episode").agg(
+        key=("key", "first"), first=("id", "first"), start=("first_start", "first"),
+        last=("end", "max"),
+    )  # fmt: skip
+    spans = spans[end - spans["last"] <= window]
     episodes = sorted(
-        [str(key), str(first), int(last)]
-        for key, first, last in zip(k[still_open], first_id[still_open], t[still_open], strict=True)
-    )
+        [str(k), str(f), int(s), int(last)]
+        for k, f, s, last in zip(spans["key"], spans["first"], spans["start"], spans["last"],
+                                 strict=True)
+    )  # fmt: skip
     return result, DedupState(episodes)

@@ -19,7 +19,7 @@ the same numbers. Alert metadata features (the graph features are documented in
 | `a_symptom_capable` | 1 when the alert can be a symptom of a failing dependency (latency, errors, readiness) | separates causes from echoes |
 | `a_is_mapped` | 1 when the service was found in the graph | unknown services carry no topology |
 | `a_mapping_confidence` | confidence of the service mapping, 0..1 | down-weights doubtful topology |
-| `a_service_burst` | log(1 + alerts of this service in the same 5-minute bucket) | storms of one service |
+| `a_service_burst` | log(1 + alerts of this service in the five minutes up to this alert) | storms of one service |
 | `a_repeats` | log(1 + times this alert has fired on this service in its group so far) | re-firing alerts are ongoing problems |
 | `a_replicas` | log(1 + hosts that have fired this alert for this service in its group so far) | a fleet-wide fault vs one bad pod |
 | `a_group_size` | log(1 + alerts in the incident group so far) | single alerts vs incidents |
@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 
 from alertclf.catalogue import FAMILIES, alert_family, can_be_symptom
-from alertclf.consolidate import service_keys, to_epoch_ns
+from alertclf.consolidate import to_epoch_ns
 from alertclf.contracts import SEVERITY_ORDINAL
 
 ALERT_FEATURES: tuple[str, ...] = (
@@ -59,7 +59,6 @@ ALERT_FEATURES: tuple[str, ...] = (
     "a_hops_to_root",
     *(f"a_cause_{f}" for f in FAMILIES),
 )
-BURST_BUCKET_NS = 5 * 60 * 10**9
 
 # Weights applied after standard scaling (longest matching name prefix wins). An alert
 # family is first the *kind of incident* the alert belongs to (its cause family), then
@@ -119,14 +118,11 @@ def build_features(alerts: pd.DataFrame, graph_features: pd.DataFrame) -> pd.Dat
     out["a_mapping_confidence"] = (
         pd.to_numeric(alerts["mapping_confidence"], errors="coerce").fillna(0).to_numpy(np.float64)
     )
-    bursts = pd.DataFrame({"key": service_keys(alerts), "bucket": times // BURST_BUCKET_NS})
-    out["a_service_burst"] = np.log1p(
-        bursts.groupby(["key", "bucket"])["key"].transform("size").to_numpy(np.float64)
-    )
 
     def col(name: str) -> np.ndarray:
         return pd.to_numeric(alerts[name], errors="coerce").fillna(0).to_numpy(np.float64)
 
+    out["a_service_burst"] = np.log1p(col("service_burst"))
     out["a_repeats"] = np.log1p(col("series_alerts"))
     out["a_replicas"] = np.log1p(col("series_hosts"))
     out["a_group_size"] = np.log1p(col("group_alerts"))

@@ -304,7 +304,7 @@ def simulate(config: SimulationConfig, graph: nx.DiGraph | None = None) -> Simul
             u = int(rng.integers(len(UNKNOWN_SERVICES)))
             if busy_until.get(-1 - u, -1.0) >= t0:
                 continue
-            busy_until[-1 - u] = t0 + duration
+            busy_until[-1 - u] = t0 + duration + config.dedup_window_minutes
             family = str(rng.choice(["cpu", "memory", "disk", "availability"]))
             _emit_unknown(rows, names, u, family, atypes, atype_index, t0, duration, inc, rng)
             incident_rows.append((inc, t0, duration, UNKNOWN_SERVICES[u], family))
@@ -318,7 +318,7 @@ def simulate(config: SimulationConfig, graph: nx.DiGraph | None = None) -> Simul
             root = int(rng.choice(len(nodes), p=root_weights))
         else:
             continue
-        busy_until[root] = t0 + duration
+        busy_until[root] = t0 + duration + config.dedup_window_minutes
         kind = kinds[root]
         family = _pick_weighted(FAULTS_BY_KIND[kind], kind, rng)
         root_types = alert_types_for(kind, family)

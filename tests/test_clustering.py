@@ -1,0 +1,259 @@
+"""Clustering estimators: scikit-learn conformance, recovery of known clusters, predict."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+from sklearn.cluster import DBSCAN, AgglomerativeClustering
+from sklearn.datasets import make_blobs
+from sklearn.metrics import adjusted_rand_score
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from alertclf.clustering import (
+    NOISE,
+    AlertClusterModel,
+    InductiveClusterer,
+    InsufficientDataError,
+    KMeansSweep,
+    cluster_metrics,
+    sampled_silhouette,
+)
+
+N_BLOBS = 8
+
+
+# --- scikit-learn conformance ------------------------------------------------------------
+# Every check of scikit-learn 1.9.1 passes for these (none needs expected_failed_checks).
+@parametrize_with_checks(
+    [
+        KMeansSweep(k_min=2, k_max=4, random_state=0),
+        InductiveClusterer(DBSCAN(eps=0.5, min_samples=3)),
+        InductiveClusterer(AgglomerativeClustering(n_clusters=3)),
+    ]
+)
+def test_sklearn_estimator_checks(estimator, check) -> None:
+    check(estimator)
+
+
+# --- data --------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def blobs():
+    """Eight well-separated blobs in 5 dimensions (eight: in every algorithm's sweep)."""
+    X, y = make_blobs(
+        n_samples=320,
+        centers=N_BLOBS,
+        n_features=5,
+        cluster_std=0.5,
+        center_box=(-20, 20),
+        random_state=0,
+    )
+    return pd.DataFrame(X, columns=[f"f{i}" for i in range(5)]), y
+
+
+@pytest.fixture(scope="module")
+def fitted(blobs):
+    """One fitted model per algorithm (fitting once keeps the module fast)."""
+    X, _ = blobs
+    return {
+        algo: AlertClusterModel(algorithm=algo, k_max=10, random_state=0).fit(X)
+        for algo in ("kmeans", "dbscan", "agglomerative", "hdbscan", "auto")
+    }
+
+
+ALGORITHMS = ["kmeans", "dbscan", "agglomerative", "hdbscan", "auto"]
+
+
+# --- AlertClusterModel -------------------------------------------------------------------
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_model_finds_well_separated_blobs(blobs, fitted, algorithm: str) -> None:
+    X, y = blobs
+    model = fitted[algorithm]
+    if algorithm != "auto":
+        assert model.algorithm_ == algorithm
+    assert model.n_clusters_ == N_BLOBS
+    assert adjusted_rand_score(y, model.labels_) > 0.9
+    assert adjusted_rand_score(y, model.predict(X)) > 0.9
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_point_on_a_training_point_gets_its_cluster(blobs, fitted, algorithm: str) -> None:
+    # A re-fired alert (same features as its twin) lands in its twin's cluster.
+    X, _ = blobs
+    model = fitted[algorithm]
+    own = np.asarray(model.clusterer_.labels_)
+    rng = np.random.default_rng(0)
+    rows = rng.choice(len(X), 60, replace=False)
+    twins = X.iloc[rows].reset_index(drop=True)
+    predicted = model.predict(twins)
+    keep = own[rows] != NOISE  # training noise has no cluster to be the twin of
+    assert keep.sum() > 30
+    np.testing.assert_array_equal(predicted[keep], own[rows][keep])
+    # And in the cluster the model reported for the twin at training time.
+    np.testing.assert_array_equal(predicted, np.asarray(model.labels_)[rows])
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_predict_details_columns_dtypes_and_ranges(blobs, fitted, algorithm: str) -> None:
+    X, _ = blobs
+    rng = np.random.default_rng(1)
+    far = pd.DataFrame(rng.normal(0, 200, size=(40, X.shape[1])), columns=X.columns)
+    details = fitted[algorithm].predict_details(pd.concat([X, far], ignore_index=True))
+    assert list(details.columns) == ["cluster_id", "cluster_confidence", "is_outlier"]
+    assert details.dtypes.to_dict() == {
+        "cluster_id": np.dtype(np.int64),
+        "cluster_confidence": np.dtype(np.float64),
+        "is_outlier": np.dtype(bool),
+    }
+    assert len(details) == len(X) + len(far)
+    conf = details["cluster_confidence"]
+    assert conf.between(0.0, 1.0).all()
+    # Points far from every blob: outliers, with less confidence than the blob points.
+    assert details["is_outlier"].iloc[len(X) :].mean() > 0.9
+    assert conf.iloc[len(X) :].mean() < conf.iloc[: len(X)].mean()
+
+
+@given(
+    points=arrays(
+        np.float64,
+        st.tuples(st.integers(1, 20), st.just(5)),
+        elements=st.floats(-1e6, 1e6, allow_nan=False, allow_infinity=False),
+    )
+)
+@settings(max_examples=40, deadline=None)
+def test_confidence_is_always_in_unit_interval(fitted, points) -> None:
+    frame = pd.DataFrame(points, columns=[f"f{i}" for i in range(5)])
+    for model in (fitted["kmeans"], fitted["dbscan"], fitted["agglomerative"]):
+        details = model.predict_details(frame)
+        conf = details["cluster_confidence"].to_numpy()
+        assert np.isfinite(conf).all()
+        assert ((conf >= 0) & (conf <= 1)).all()
+        assert set(details["cluster_id"]) <= set(range(model.n_clusters_))
+
+
+def test_too_few_rows_raise_insufficient_data(blobs) -> None:
+    X, _ = blobs
+    with pytest.raises(InsufficientDataError, match="min_clustering_samples=10"):
+        AlertClusterModel(min_samples=10).fit(X.iloc[:9])
+    # Exactly min_samples rows is enough.
+    AlertClusterModel(algorithm="kmeans", min_samples=10, k_max=3).fit(X.iloc[:10])
+
+
+def test_unknown_algorithm_is_refused_with_the_allowed_values(blobs) -> None:
+    X, _ = blobs
+    with pytest.raises(ValueError, match="allowed: kmeans, dbscan"):
+        AlertClusterModel(algorithm="spectral").fit(X)
+
+
+def test_candidates_table_records_invalid_candidates_with_a_reason(blobs) -> None:
+    X, _ = blobs
+    # Two equal halves of the blobs: one "cluster" of half the data is too big here.
+    model = AlertClusterModel(
+        algorithm="auto", k_max=10, max_cluster_share=0.1, random_state=0
+    ).fit(X)
+    table = model.candidates_
+    assert set(table.columns) >= {
+        "algorithm",
+        "params",
+        "silhouette",
+        "n_clusters",
+        "noise_share",
+        "largest_share",
+        "valid",
+        "why_not",
+    }
+    assert set(table["algorithm"]) == {"kmeans", "dbscan", "agglomerative", "hdbscan"}
+    invalid = table[~table["valid"]]
+    assert len(invalid) > 0
+    assert (invalid["why_not"].str.len() > 0).all()
+    assert (table.loc[table["valid"], "why_not"] == "").all()
+    assert invalid["why_not"].str.contains(r"largest cluster \d+% > 10%").any()
+    # DBSCAN's smallest eps leaves most points unclustered: noise is a reason too.
+    assert invalid["why_not"].str.contains(r"noise share \d+% > 30%").any()
+    assert model.selected_ in table.to_dict("records")
+
+
+def test_fit_is_deterministic_for_a_random_state(blobs) -> None:
+    X, _ = blobs
+    a = AlertClusterModel(algorithm="kmeans", k_max=10, random_state=3).fit(X)
+    b = AlertClusterModel(algorithm="kmeans", k_max=10, random_state=3).fit(X)
+    np.testing.assert_array_equal(a.labels_, b.labels_)
+    pd.testing.assert_frame_equal(a.predict_details(X), b.predict_details(X))
+
+
+def test_training_is_sampled_above_max_training_samples(blobs) -> None:
+    X, y = blobs
+    model = AlertClusterModel(algorithm="hdbscan", max_training_samples=200, random_state=0).fit(X)
+    assert model.n_training_rows_ == len(X)
+    assert model.n_fitted_rows_ == 200
+    assert adjusted_rand_score(y, model.predict(X)) > 0.9
+
+
+def test_feature_weights_scale_columns_by_longest_prefix(blobs) -> None:
+    X, _ = blobs
+    X = X.rename(columns={"f0": "a_x", "f1": "a_fam_y", "f2": "g_z"})
+    weights = {"a_": 0.5, "a_fam_": 2.0}
+    model = AlertClusterModel(algorithm="kmeans", k_max=3, feature_weights=weights).fit(X)
+    assert model.weights_.tolist() == [0.5, 2.0, 1.0, 1.0, 1.0]
+
+
+# --- the parts ---------------------------------------------------------------------------
+def test_kmeans_sweep_picks_k_by_silhouette(blobs) -> None:
+    X, y = blobs
+    sweep = KMeansSweep(k_min=2, k_max=12, random_state=0).fit(X.to_numpy())
+    assert set(sweep.sweep_) == set(range(2, 13))
+    assert sweep.n_clusters_ == max(sweep.sweep_, key=sweep.sweep_.get) == N_BLOBS
+    labels, conf = sweep.predict_confidence(X.to_numpy())
+    assert adjusted_rand_score(y, labels) > 0.9
+    assert ((conf >= 0) & (conf <= 1)).all()
+
+
+def test_kmeans_sweep_on_identical_points_makes_one_cluster() -> None:
+    X = np.ones((12, 3))
+    sweep = KMeansSweep(random_state=0).fit(X)
+    labels, conf = sweep.predict_confidence(X)
+    assert sweep.n_clusters_ == 1
+    assert (labels == 0).all() and (conf == 1).all()
+
+
+def test_inductive_clusterer_with_only_noise_predicts_noise(blobs) -> None:
+    X, _ = blobs
+    clf = InductiveClusterer(DBSCAN(eps=1e-9, min_samples=5)).fit(X.to_numpy())
+    assert clf.n_clusters_ == 0 and clf.produces_noise_
+    labels, conf = clf.predict_confidence(X.to_numpy()[:5])
+    assert (labels == NOISE).all() and (conf == 0).all()
+
+
+def test_inductive_clusterer_confidence_falls_with_distance(blobs) -> None:
+    X, _ = blobs
+    data = X.to_numpy()
+    clf = InductiveClusterer(AgglomerativeClustering(n_clusters=N_BLOBS)).fit(data)
+    centre = data[clf.labels_ == 0].mean(axis=0)
+    direction = np.eye(data.shape[1])[0]
+    steps = np.array([centre + d * direction for d in (0, 5, 10, 20, 40)])
+    _, conf = clf.predict_confidence(steps)
+    assert conf[0] > 0.9
+    assert (np.diff(conf) <= 1e-12).all()
+    assert conf[-1] < 0.05
+
+
+def test_cluster_metrics_and_sampled_silhouette_ignore_noise() -> None:
+    Z, labels = make_blobs(n_samples=120, centers=3, n_features=2, random_state=1)
+    noisy = labels.copy()
+    noisy[:12] = NOISE
+    metrics = cluster_metrics(Z, noisy, silhouette_size=1000, random_state=0)
+    assert metrics["n_clusters"] == 3
+    assert metrics["noise_share"] == pytest.approx(0.1)
+    assert metrics["silhouette"] == pytest.approx(sampled_silhouette(Z[12:], labels[12:], 1000, 0))
+    assert np.isfinite(metrics["davies_bouldin"]) and metrics["calinski_harabasz"] > 0
+    # One cluster: silhouette is undefined, not an exception.
+    assert np.isnan(sampled_silhouette(Z, np.zeros(len(Z), dtype=int), 1000, 0))
+    single = cluster_metrics(Z, np.zeros(len(Z), dtype=int), 1000, 0)
+    assert np.isnan(single["davies_bouldin"])
+    # A sample smaller than the data still gives a silhouette close to the full one.
+    assert sampled_silhouette(Z, labels, 60, 0) == pytest.approx(
+        sampled_silhouette(Z, labels, 1000, 0), abs=0.1
+    )
