@@ -27,7 +27,9 @@ def machine() -> str:
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            names = [line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")]
+            names = [
+                line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")
+            ]
         cpu = names[0] if names else cpu
     except OSError:
         pass
@@ -37,4 +39,5 @@ def machine() -> str:
         memory = f", {pages * size / 2**30:.0f} GiB RAM"
     except (ValueError, OSError):
         pass
-    return f"{os.cpu_count()} cores ({cpu}){memory}, Python {sys.version.split()[0]}, {platform.system()}"
+    python = sys.version.split()[0]
+    return f"{os.cpu_count()} cores ({cpu}){memory}, Python {python}, {platform.system()}"

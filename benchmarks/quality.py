@@ -30,7 +30,6 @@ from pathlib import Path
 import networkx as nx
 import numpy as np
 import pandas as pd
-
 from common import machine, markdown_table
 
 from alertclf.evaluation import (
@@ -58,6 +57,7 @@ TARGETS = [
     ("cluster_nmi", "all", 0.60),
     ("mapping_accuracy", "all", 0.98),
 ]
+SYSTEMS = ("ours", "alertmanager_by_service", "time_window_only", "fingerprint_dedup")
 METRICS = [
     "ari",
     "pair_precision",
@@ -136,7 +136,7 @@ def summarise(frame: pd.DataFrame) -> pd.DataFrame:
         part = frame[frame["scenario"] == scenario]
         for metric in METRICS:
             row = {"scenario": scenario, "metric": metric}
-            for system in ("ours", "alertmanager_by_service", "time_window_only", "fingerprint_dedup"):
+            for system in SYSTEMS:
                 values = part[(part["system"] == system) & (part["metric"] == metric)]["value"]
                 values = values.dropna()
                 if values.empty:
