@@ -54,11 +54,13 @@ from alertclf.topology import infer_kind
 
 logger = logging.getLogger(__name__)
 
+# incidents/day outside storms, storms/day (3-6 overlapping incidents each). The storm
+# preset is calibrated so that the peer baselines score as the pipeline issue describes
+# storms: time-window-only grouping ARI about 0.3-0.4, Alertmanager by service 0.15-0.25.
 SCENARIOS: dict[str, dict[str, float]] = {
-    # incidents/day outside storms, storms/day (3-6 overlapping incidents each)
     "calm": {"incidents_per_day": 10, "storms_per_day": 0},
     "mixed": {"incidents_per_day": 16, "storms_per_day": 2},
-    "storm": {"incidents_per_day": 6, "storms_per_day": 6},
+    "storm": {"incidents_per_day": 6, "storms_per_day": 3},
 }
 
 # Fault families a node kind can suffer, with weights.
