@@ -244,23 +244,27 @@ def consolidate(
         if "severity" in alerts
         else np.zeros(len(alerts), dtype=np.int64)
     )
+    order = np.lexsort((ids, times))
+    # Plain Python values in time order: the loop below is the hot path (about 20 us an
+    # alert), and numpy scalars cost more than ints and strs there.
+    rows = zip(
+        times[order].tolist(), keys[order].tolist(), names[order].tolist(),
+        symptom_like[order].tolist(), ids[order].tolist(), families[order].tolist(),
+        hosts[order].tolist(), severities[order].tolist(), strict=True,
+    )  # fmt: skip
+    placed = [grouper.add(*row) for row in rows]
     assigned = np.empty(len(alerts), dtype=object)
     reasons = np.empty(len(alerts), dtype=object)
-    as_of = np.empty((len(alerts), len(AS_OF_COLUMNS)), dtype=np.float64)
     cause_family = np.empty(len(alerts), dtype=object)
-    for pos in np.lexsort((ids, times)):
-        group, reasons[pos], as_of[pos] = grouper.add(
-            int(times[pos]),
-            keys[pos],
-            names[pos],
-            bool(symptom_like[pos]),
-            ids[pos],
-            families[pos],
-            hosts[pos],
-            int(severities[pos]),
-        )
-        assigned[pos] = group.group_id
-        cause_family[pos] = group.cause_family or families[pos]
+    assigned[order] = [group_id for group_id, _, _, _ in placed]
+    reasons[order] = [reason for _, reason, _, _ in placed]
+    cause_family[order] = [cause or fam for (_, _, _, cause), fam in
+                           zip(placed, families[order].tolist(), strict=True)]  # fmt: skip
+    as_of = np.empty((len(alerts), len(AS_OF_COLUMNS)), dtype=np.float64)
+    as_of[order, :-1] = np.array([values for _, _, values, _ in placed], dtype=np.float64)
+    bursts, recent = _bursts(keys, times, order, grouper.recent)
+    as_of[:, -1] = bursts
+    grouper.recent = recent
     if grouper.alias:
         assigned = np.array([grouper.resolve(g) for g in assigned], dtype=object)
     return Consolidation(
@@ -272,6 +276,39 @@ def consolidate(
             cause_family=cause_family
         ),
     )
+
+
+def _bursts(
+    keys: np.ndarray, times: np.ndarray, order: np.ndarray, carried: dict[str, list[int]]
+) -> tuple[np.ndarray, dict[str, list[int]]]:
+    """Per alert: alerts of its service in the five minutes up to it (itself and earlier
+    alerts at the same instant included, carried times of earlier batches too); and the
+    times to carry on. Vectorised: one sort, one search."""
+    n = len(keys)
+    carried_keys = [k for k, v in carried.items() for _ in v]
+    carried_times = [t for v in carried.values() for t in v]
+    all_keys = np.concatenate([np.array(carried_keys, dtype=object), keys])
+    all_times = np.concatenate([np.array(carried_times, dtype=np.int64), times])
+    rank = np.empty(n, dtype=np.int64)
+    rank[order] = np.arange(n)  # ties in time: the batch order decides, as in the loop
+    tiebreak = np.concatenate([np.full(len(carried_keys), -1, dtype=np.int64), rank])
+    codes, uniques = pd.factorize(all_keys)
+    sort = np.lexsort((tiebreak, all_times, codes))
+    # One sortable int64 per alert: service code, then milliseconds since the earliest
+    # alert (a decade of milliseconds times a million services still fits in int64).
+    millis = (all_times - all_times.min()) // 1_000_000 if len(all_times) else all_times
+    stride = int(millis.max()) + 2 * BURST_NS // 1_000_000 + 1 if len(millis) else 1
+    combined = codes[sort].astype(np.int64) * stride + millis[sort]
+    lower = np.searchsorted(combined, combined - BURST_NS // 1_000_000, side="right")
+    counts_sorted = np.arange(len(sort)) - lower + 1
+    counts = np.empty(len(sort), dtype=np.int64)
+    counts[sort] = counts_sorted
+    end = int(all_times.max()) if len(all_times) else 0
+    keep = end - all_times < BURST_NS
+    recent: dict[str, list[int]] = {}
+    for code, stamp in zip(codes[keep].tolist(), all_times[keep].tolist(), strict=True):
+        recent.setdefault(uniques[code], []).append(stamp)
+    return counts[len(carried_keys) :].astype(np.float64), {k: sorted(v) for k, v in recent.items()}
 
 
 class _Grouper:
@@ -286,8 +323,11 @@ class _Grouper:
         self.root_lag = max(1, settings.time_window_minutes // 3) * NS_PER_MINUTE
         self.active: dict[str, Group] = {}
         self.touched: dict[str, Group] = {}
-        # service key -> ids of active groups it may join (their root or a caller of it)
-        self.reach: dict[str, set[str]] = {}
+        # service key -> ids of active groups it is a member of: a new alert can only
+        # join a group holding its service or one of its dependencies (the evidence
+        # rule), so these buckets are all the candidates there are.
+        self.members_of: dict[str, set[str]] = {}
+        self.last_sweep: int | None = None
         # (service key, alert name) -> [group id, last alert ns, alerts, hosts]: a
         # re-firing alert stays with the group its first occurrence went to.
         self.series: dict[tuple[str, str], list] = {}
@@ -306,17 +346,25 @@ class _Grouper:
 
     def _open(self, group: Group) -> None:
         self.active[group.group_id] = group
-        for caller in self._cone(group.root):
-            self.reach.setdefault(caller, set()).add(group.group_id)
+        for member in group.members:
+            self.members_of.setdefault(member, set()).add(group.group_id)
 
     def _close(self, group: Group) -> None:
-        for caller in self._cone(group.root):
-            bucket = self.reach.get(caller)
+        for member in group.members:
+            bucket = self.members_of.get(member)
             if bucket is not None:
                 bucket.discard(group.group_id)
                 if not bucket:
-                    del self.reach[caller]
+                    del self.members_of[member]
         self.active.pop(group.group_id, None)
+
+    def _sweep(self, t: int) -> None:
+        """Close groups that went quiet (called once per window of data): candidates are
+        then few, and the re-root search never walks the whole history."""
+        for group in list(self.active.values()):
+            if not self._is_active(group, t):
+                self._close(group)
+        self.last_sweep = t
 
     def _is_active(self, group: Group, t: int) -> bool:
         return t - group.last_seen <= self.window and t - group.start <= self.max_span
@@ -332,41 +380,67 @@ class _Grouper:
         family: str,
         host: str,
         severity: int = 0,
-    ) -> tuple[Group, str, tuple]:
-        """Place one alert; return its group, why (``REASONS``) and its as-of values."""
-        reason = "repeat"
-        group = self._same_series(t, key, name)
-        if group is None:
+    ) -> tuple[str, str, tuple, str]:
+        """Place one alert; return its group id, why (``REASONS``), its as-of values
+        (all of ``AS_OF_COLUMNS`` but the burst, computed after the loop) and the
+        group's cause family."""
+        if self.last_sweep is None or t - self.last_sweep > self.window:
+            self._sweep(t)
+        entry = self.series.get((key, name))
+        group = None
+        if entry is not None and t - entry[1] <= self.window:
+            group = self.active.get(self.resolve(entry[0]) if self.alias else entry[0])
+            if group is not None and t - group.start > self.max_span:
+                group = None
+        if group is not None:
+            # The common case -- the same alert again: a few updates, nothing searched.
+            reason = "repeat"
+            span = group.members.get(key)
+        else:
+            entry = None
             group = self._best_candidate(t, key, is_symptom)
             reason = "root" if group is not None and group.root == key else "symptom"
-        if group is None and key in self.index:
-            group = self._reroot(t, key, family)
-            reason = "reroot"
-        if group is None:
-            group = Group(group_id=_group_id(key, t, alert_id), root=key, start=t, last_seen=t)
-            self._open(group)
-            reason = "new"
-        group.last_seen = max(group.last_seen, t)
-        span = group.members.setdefault(key, [t, t])
-        span[1] = max(span[1], t)
+            if group is None and key in self.index:
+                group = self._reroot(t, key, family)
+                reason = "reroot"
+            if group is None:
+                group = Group(group_id=_group_id(key, t, alert_id), root=key, start=t, last_seen=t)
+                self._open(group)
+                reason = "new"
+            span = None
+        if span is None:
+            if key not in group.members:
+                self.members_of.setdefault(key, set()).add(group.group_id)
+            span = group.members.setdefault(key, [t, t])
+        if t > span[1]:
+            span[1] = t
+        if t > group.last_seen:
+            group.last_seen = t
         group.n_alerts += 1
-        group.symptoms_only = group.symptoms_only and is_symptom
         if not is_symptom:
+            group.symptoms_only = False
             group.cause_families[family] = group.cause_families.get(family, 0) + 1
             if key not in group.local_members:
                 group.local_members.append(key)
         if key == group.root and not group.root_family:
             group.root_family = family
-        group.max_severity = max(group.max_severity, severity)
-        entry = self.series.get((key, name))
-        if entry is None or self.resolve(entry[0]) != group.group_id or t - entry[1] > self.window:
-            entry = [group.group_id, t, 0, []]
-            self.series[(key, name)] = entry
-            group.n_series += 1
+        if severity > group.max_severity:
+            group.max_severity = severity
+        if entry is None:
+            entry = self.series.get((key, name))
+            if (
+                entry is None
+                or self.resolve(entry[0]) != group.group_id
+                or t - entry[1] > self.window
+            ):
+                entry = [group.group_id, t, 0, []]
+                self.series[(key, name)] = entry
+                group.n_series += 1
         entry[1] = t
         entry[2] += 1
-        if host not in entry[3] and len(entry[3]) < MAX_HOSTS_TRACKED:
-            entry[3].append(host)
+        hosts = entry[3]
+        if host not in hosts and len(hosts) < MAX_HOSTS_TRACKED:
+            hosts.append(host)
         self.touched[group.group_id] = group
         hops = self._cone(group.root).get(key, self.index.max_hops + 1)
         as_of = (
@@ -376,10 +450,9 @@ class _Grouper:
             float(key == group.root),
             hops,
             entry[2],
-            len(entry[3]),
-            self._burst(key, t),
+            len(hosts),
         )
-        return group, reason, as_of
+        return group.group_id, reason, as_of, group.cause_family
 
     def _same_series(self, t: int, key: str, name: str) -> Group | None:
         previous = self.series.get((key, name))
@@ -389,20 +462,33 @@ class _Grouper:
         return group if group is not None and t - group.start <= self.max_span else None
 
     def _best_candidate(self, t: int, key: str, is_symptom: bool) -> Group | None:
+        """The group that best explains an alert on ``key`` (see :func:`_score`)."""
+        # Evidence first: groups holding this service or one of its direct dependencies,
+        # with the latest onset of such a member -- found from the member buckets, so
+        # no group is scanned member by member.
+        evidence: dict[str, int] = {}
+        active = self.active
+        for member in (key, *self.index.dependencies(key)):
+            for gid in self.members_of.get(member, ()):
+                group = active.get(gid)
+                if group is None:
+                    continue
+                onset = group.members[member][0]
+                if onset <= t and onset > evidence.get(gid, -1):
+                    evidence[gid] = onset
         best, best_score = None, None
-        for gid in list(self.reach.get(key, ())):
-            group = self.active.get(gid)
-            if group is None:
-                continue
-            if not self._is_active(group, t):
+        # Sorted: equal scores must resolve the same way in every process.
+        for gid in sorted(evidence):
+            group = active[gid]
+            if t - group.last_seen > self.window or t - group.start > self.max_span:
                 self._close(group)
                 continue
             hops = self._cone(group.root).get(key)
             # On a caller, only symptoms join: a CPU alert there is its own problem.
             if hops is None or (hops > 0 and not is_symptom):
                 continue
-            score = _score(group, key, hops, self.index, t)
-            if score is not None and (best_score is None or score > best_score):
+            score = _score(group, hops, evidence[gid])
+            if best_score is None or score > best_score:
                 best, best_score = group, score
         return best
 
@@ -410,9 +496,12 @@ class _Grouper:
         """Young groups of symptoms, all on callers of ``key``, outran their cause:
         they become one group rooted at ``key`` (the oldest keeps its id)."""
         direct = self.index.direct_callers(key)
+        nearby: set[str] = set()
+        for caller in direct:
+            nearby.update(self.members_of.get(caller, ()))
         early = [
             g
-            for g in list(self.active.values())
+            for g in (self.active[gid] for gid in sorted(nearby) if gid in self.active)
             if g.symptoms_only
             and t - g.start <= self.root_lag
             and self._is_active(g, t)
@@ -451,14 +540,6 @@ class _Grouper:
         while group_id in self.alias:
             group_id = self.alias[group_id]
         return group_id
-
-    def _burst(self, key: str, t: int) -> int:
-        """Alerts of this service in the five minutes up to this one, this one included;
-        times carried across batches, so the count does not depend on batch cuts."""
-        near = [s for s in self.recent.get(key, ()) if abs(t - s) < BURST_NS]
-        near.append(t)
-        self.recent[key] = near
-        return sum(1 for s in near if t - BURST_NS < s <= t)
 
     def state_at(self, end: int | None) -> ConsolidationState:
         if end is None:
@@ -508,27 +589,19 @@ def _groups_frame(groups: list[Group]) -> pd.DataFrame:
     )
 
 
-def _score(group: Group, key: str, hops: int, index: CallerIndex, t: int) -> tuple | None:
-    """Why this group explains an alert on ``key``, as a sortable tuple; None if it can't.
+def _score(group: Group, hops: int, evidence_onset: int) -> tuple:
+    """Why this group explains an alert, as a sortable tuple.
 
     A fault reaches a caller through one of its dependencies, so a symptom joins a group
     only if the group already holds the service itself or one of its direct
-    dependencies. Among such groups the one whose trouble on that path began most
-    recently (before this alert) wins; then the nearest root; then the youngest group.
+    dependencies (``evidence_onset``: the latest first-alert time of such a member).
+    An established group (a resource or crash alert, or more than one alert) comes
+    before a lone symptom -- background noise looks exactly like a lone symptom; then
+    the group whose trouble on that path began most recently; then the nearest root;
+    then the youngest group.
     """
-    onsets = [
-        group.members[d][0]
-        for d in index.dependencies(key)
-        if d in group.members and group.members[d][0] <= t
-    ]
-    if key in group.members:
-        onsets.append(group.members[key][0])
-    if not onsets:
-        return None
-    # A lone symptom (one service, no resource alert) is weak evidence of a fault:
-    # background noise looks exactly like that.
     established = not group.symptoms_only or group.n_alerts > 1
-    return (established, max(onsets), -hops, group.start)
+    return (established, evidence_onset, -hops, group.start)
 
 
 def _group_id(root: str, t: int, first_alert: str) -> str:

@@ -33,6 +33,7 @@ from alertclf.settings import Settings
 logger = logging.getLogger(__name__)
 
 Predictor = Callable[[pd.DataFrame], pd.DataFrame]
+BATCH_SILHOUETTE_SAMPLE = 4_000
 
 
 @dataclass
@@ -277,10 +278,12 @@ def batch_statistics(
         scale = values.std(axis=0)
         scale[scale == 0] = 1.0
         standardised = (values - values.mean(axis=0)) / scale
+        # Per-batch quality is informational: a few thousand alerts estimate silhouette
+        # well enough, and its cost grows with the square of the sample.
         metrics = cluster_metrics(
             standardised,
             alerts["cluster_id"].to_numpy(),
-            settings.silhouette_sample_size,
+            min(settings.silhouette_sample_size, BATCH_SILHOUETTE_SAMPLE),
             settings.random_state,
         )
         stats.update({f"batch_{k}": v for k, v in metrics.items()})

@@ -131,33 +131,64 @@ def _score(components: pd.DataFrame) -> np.ndarray:
 
 
 def _reasons(components: pd.DataFrame, facts: pd.DataFrame) -> list[str]:
-    """The three largest contributions, each with its number."""
-    texts = []
-    for i in range(len(components)):
-        contrib = {k: components[k].iat[i] * w for k, w in WEIGHTS.items()}
-        top = sorted(contrib, key=lambda k: -contrib[k])[:3]
-        parts = [_describe(k, facts.iloc[i]) for k in top if contrib[k] > 0]
-        texts.append("; ".join(parts))
-    return texts
+    """The three largest contributions, each with its number (vectorised: a batch may
+    hold tens of thousands of incidents)."""
+    if len(components) == 0:
+        return []
+    names = list(WEIGHTS)
+    contrib = np.column_stack([components[k].to_numpy() * WEIGHTS[k] for k in names])
+    texts = {k: _describe(k, facts) for k in names}
+    top = np.argsort(-contrib, axis=1, kind="stable")[:, :3]
+    out = []
+    for row, picks in enumerate(top):
+        parts = [texts[names[j]][row] for j in picks if contrib[row, j] > 0]
+        out.append("; ".join(parts))
+    return out
 
 
-def _describe(component: str, fact: pd.Series) -> str:
+def _describe(component: str, facts: pd.DataFrame) -> np.ndarray:
+    """One phrase per row for a component, with its number."""
     if component == "severity":
-        return f"{fact['max_severity']} severity"
+        return (facts["max_severity"].astype(str) + " severity").to_numpy()
     if component == "blast_radius":
-        return f"blast radius {int(fact['blast_callers'])} calling services"
+        callers = facts["blast_callers"].fillna(0).astype(int).astype(str)
+        return ("blast radius " + callers + " calling services").to_numpy()
     if component == "breadth":
-        return f"{int(fact['n_services'])} services"
+        return (facts["n_services"].astype(int).astype(str) + " services").to_numpy()
     if component == "volume":
-        return f"{int(fact['n_alerts'])} alerts, {int(fact['n_unique'])} after dedup"
+        total = facts["n_alerts"].astype(int).astype(str)
+        unique = facts["n_unique"].astype(int).astype(str)
+        return (total + " alerts, " + unique + " after dedup").to_numpy()
     if component == "recency":
-        return f"last alert {fact['minutes_since_last']:.0f} min before batch end"
-    return f"{fact['novelty']:.0%} unusual alerts"
+        minutes = facts["minutes_since_last"].round().astype(int).astype(str)
+        return ("last alert " + minutes + " min before batch end").to_numpy()
+    return (
+        (facts["novelty"] * 100).round().astype(int).astype(str) + "% unusual alerts"
+    ).to_numpy()
 
 
-def _max_severity(ordinals: pd.Series) -> str:
-    by_ordinal = {v: k for k, v in SEVERITY_ORDINAL.items()}
-    return by_ordinal.get(int(ordinals.max()) if len(ordinals) else 0, "unknown")
+def _top_counts(frame: pd.DataFrame, by: str, column: str, n: int | None, label) -> pd.Series:
+    """Per ``by``: the ``n`` commonest values of ``column`` joined with ``|`` (ties by
+    value, so output is stable); ``label(value, count)`` formats each."""
+    counts = frame.groupby([by, column], sort=False).size().rename("n").reset_index()
+    counts = counts.sort_values([by, "n", column], ascending=[True, False, True])
+    if n is not None:
+        counts = counts.groupby(by, sort=False).head(n)
+    counts["text"] = [label(v, c) for v, c in zip(counts[column], counts["n"], strict=True)]
+    return counts.groupby(by, sort=True)["text"].agg("|".join)
+
+
+_SEVERITY_NAME = {v: k for k, v in SEVERITY_ORDINAL.items()}
+
+
+def _severity_mix(frame: pd.DataFrame, by: str) -> pd.Series:
+    """Per ``by``: ``warning 88%|critical 12%``, commonest first."""
+    sizes = frame.groupby(by).size()
+    counts = frame.groupby([by, "severity"], sort=False).size().rename("n").reset_index()
+    share = (counts["n"] / counts[by].map(sizes) * 100).round().astype(int).astype(str)
+    counts["text"] = counts["severity"].astype(str) + " " + share + "%"
+    counts = counts.sort_values([by, "n", "severity"], ascending=[True, False, True])
+    return counts.groupby(by, sort=True)["text"].agg("|".join)
 
 
 def incident_table(
@@ -190,18 +221,16 @@ def incident_table(
             "first_seen": grouped["_ts"].min(),
             "last_seen": grouped["_ts"].max(),
             "n_alerts": grouped.size(),
-            "n_unique": grouped["is_duplicate"].agg(lambda s: int((~s.astype(bool)).sum())),
+            "n_unique": (~frame["is_duplicate"].astype(bool)).groupby(frame["group_id"]).sum(),
             "n_services": grouped["_key"].nunique(),
-            "services": grouped["_key"].agg(
-                lambda s: "|".join(display_service(k) for k, _ in Counter(s).most_common())
-            ),
-            "max_severity": grouped["_sev"].agg(_max_severity),
+            "services": _top_counts(frame, "group_id", "_key", None,
+                                    lambda k, _: display_service(k)),
+            "max_severity": grouped["_sev"].max().map(_SEVERITY_NAME).fillna("unknown"),
             "novelty": grouped["_novel"].mean(),
-            "top_alerts": grouped["alert_name"].agg(
-                lambda s: "|".join(f"{k} x{v}" for k, v in Counter(s).most_common(3))
-            ),
+            "top_alerts": _top_counts(frame, "group_id", "alert_name", 3,
+                                      lambda k, c: f"{k} x{c}"),
         }
-    ).reset_index()
+    ).reset_index()  # fmt: skip
     table["n_alerts_batch"] = table["n_alerts"]
     if groups is not None and len(groups):
         _cumulate(table, groups.drop_duplicates("group_id", keep="last").set_index("group_id"))
@@ -225,7 +254,7 @@ def incident_table(
     )
     table["importance_score"] = _score(comps)
     table["reasons"] = _reasons(comps, table)
-    family = grouped["alert_name"].agg(lambda s: _dominant_family(s)).reindex(table["group_id"])
+    family = _dominant_families(frame).reindex(table["group_id"]).fillna("other")
     table["name"] = [
         f"{FAMILY_LABELS[f]} · {root or '?'}" + (f" (+{n - 1} services)" if n > 1 else "")
         for f, root, n in zip(
@@ -284,12 +313,23 @@ _INCIDENT_OUTPUT = [
 ]
 
 
-def _dominant_family(names: pd.Series) -> str:
-    """The family of the group's cause: non-symptom families outrank echoes."""
-    families = Counter(alert_family(n) for n in names)
-    causes = {f: c for f, c in families.items() if f not in ("latency", "errors", "other")}
-    pool = causes or families
-    return max(sorted(pool), key=lambda f: pool[f])
+def _dominant_families(frame: pd.DataFrame) -> pd.Series:
+    """Per group, the family of its cause: the commonest family among non-symptom
+    families (CPU, disk, datastore...), else the commonest of all."""
+    codes, names = pd.factorize(frame["alert_name"].astype(str))
+    family = pd.Series(np.array([alert_family(n) for n in names], dtype=object)[codes])
+    counts = (
+        pd.DataFrame({"group_id": frame["group_id"].to_numpy(), "family": family.to_numpy()})
+        .groupby(["group_id", "family"], sort=False)
+        .size()
+        .rename("n")
+        .reset_index()
+    )
+    counts["cause"] = ~counts["family"].isin(["latency", "errors", "other"])
+    counts = counts.sort_values(
+        ["group_id", "cause", "n", "family"], ascending=[True, False, False, True]
+    )
+    return counts.drop_duplicates("group_id").set_index("group_id")["family"]
 
 
 # --- cluster profiles and ranking ----------------------------------------------------
@@ -385,24 +425,20 @@ def cluster_table(
     table = pd.DataFrame(
         {
             "n_alerts": grouped.size(),
-            "n_unique": grouped["is_duplicate"].agg(lambda s: int((~s.astype(bool)).sum())),
+            "n_unique": (~frame["is_duplicate"].astype(bool)).groupby(frame["cluster_id"]).sum(),
             "n_services": grouped["_key"].nunique(),
-            "max_severity": grouped["_sev"].agg(_max_severity),
+            "max_severity": grouped["_sev"].max().map(_SEVERITY_NAME).fillna("unknown"),
             "mean_severity": grouped["_sev"].mean(),
             "blast_callers": grouped["_blast"].max(),
             "last_seen": grouped["_ts"].max(),
             "outliers": grouped["is_outlier"].mean(),
-            "top_alert_names": grouped["alert_name"].agg(
-                lambda s: "|".join(f"{k} x{v}" for k, v in Counter(s).most_common(3))
-            ),
-            "top_services": grouped["_key"].agg(
-                lambda s: "|".join(display_service(k) for k, _ in Counter(s).most_common(3))
-            ),
-            "severity_mix": grouped["severity"].agg(
-                lambda s: "|".join(f"{k} {v / len(s):.0%}" for k, v in Counter(s).most_common())
-            ),
+            "top_alert_names": _top_counts(frame, "cluster_id", "alert_name", 3,
+                                           lambda k, c: f"{k} x{c}"),
+            "top_services": _top_counts(frame, "cluster_id", "_key", 3,
+                                        lambda k, _: display_service(k)),
+            "severity_mix": _severity_mix(frame, "cluster_id"),
         }
-    ).reset_index()
+    ).reset_index()  # fmt: skip
     table["batch_share"] = table["n_alerts"] / len(frame)
     table["training_share"] = table["cluster_id"].map(
         lambda c: profiles.get(int(c), {}).get("share", 0.0)
