@@ -10,7 +10,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 
 AZURITE := .tools/node_modules/.bin/azurite-blob
 
-.PHONY: run test lint format venv tools clean
+.PHONY: run test lint format venv tools browser ui clean
 
 venv: $(STAMP)
 
@@ -28,8 +28,21 @@ $(AZURITE):
 	@command -v npm >/dev/null || (echo "npm is needed for Azurite: apt-get install -y nodejs npm" && exit 1)
 	npm install --no-save --no-audit --no-fund --prefix .tools azurite@3.35.0
 
+# Headless Chromium for the browser tests: Debian's package, driven by Python playwright
+# (never `playwright install`, whose browser download does not work here).
+CHROMIUM := /usr/bin/chromium
+browser:
+	@if [ -x $(CHROMIUM) ]; then exit 0; fi; \
+	if ! command -v apt-get >/dev/null; then \
+		echo "$(CHROMIUM) is missing and apt-get is not available: install Debian's chromium package"; exit 1; \
+	fi; \
+	echo "installing chromium (apt-get install -y chromium)"; \
+	apt-get install -y -q chromium || { apt-get update -q && apt-get install -y -q chromium; } || { \
+		echo "could not install chromium with apt-get (run as root, or: sudo apt-get install -y chromium)"; exit 1; }
+
 MODELS ?= data/models
 RESULTS ?= results
+UI_PORT ?= 5000
 MLFLOW_RUN = PATH="$(abspath $(VENV))/bin:$$PATH" MLFLOW_TRACKING_URI="$$($(VENV)/bin/alertclf store --models $(MODELS) --log-level WARNING)" $(VENV)/bin/mlflow run . --env-manager local
 
 # The demo: simulate two days of alerts, retrain (registry: staging -> production),
@@ -43,6 +56,14 @@ run: venv
 	@echo "Results:   $(RESULTS)/ (newest folder; incident_groups.csv is the ranked list)"
 	@echo "MLflow UI: make ui  (store: $(MODELS)/mlflow.db)"
 
+# The MLflow UI over the project's store: lean (one worker, no job runner), local only.
+ui: venv
+	@echo "MLflow UI: http://127.0.0.1:$(UI_PORT)  (store: $(abspath $(MODELS))/mlflow.db; Ctrl+C stops it)"
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(VENV)/bin/mlflow server \
+		--backend-store-uri sqlite:///$(abspath $(MODELS))/mlflow.db \
+		--default-artifact-root $(abspath $(MODELS))/mlruns \
+		--host 127.0.0.1 --port $(UI_PORT) --workers 1
+
 lint: venv
 	$(VENV)/bin/ruff check src tests entrypoints benchmarks
 	$(VENV)/bin/ruff format --check src tests entrypoints benchmarks
@@ -51,7 +72,7 @@ format: venv
 	$(VENV)/bin/ruff check --fix src tests entrypoints benchmarks
 	$(VENV)/bin/ruff format src tests entrypoints benchmarks
 
-test: venv tools lint
+test: venv tools browser lint
 	$(VENV)/bin/python -m pytest -q
 
 clean:

@@ -142,7 +142,10 @@ def test_classify_uses_production_and_records_it(scenario, tmp_path):
     outcome = classify(settings(), scenario["alerts"], scenario["graph"], out, models)
     assert outcome.model_version == "1" and not outcome.bootstrapped
     folder = outcome.results_dir
-    assert sorted(p.name for p in folder.iterdir()) == sorted(RESULT_FILES)
+    # The contract files, plus the human-readable report and its charts.
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        [*RESULT_FILES, "charts", "report.html"]
+    )
     meta = json.loads((folder / "run_metadata.json").read_text())
     assert meta["model_version"] == "1" and meta["model_alias"] == "production"
     assert meta["rows_accepted"] + meta["rows_rejected"] == meta["rows_read"]

@@ -392,7 +392,11 @@ class AlertClusterModel(ClusterMixin, BaseEstimator):
         candidates = candidate_estimators(
             self.algorithm, Z, self.k_min, self.k_max, self.random_state
         )
-        for cand in candidates:
+        # Imported here, not at the top: the served model loads this module and its
+        # pinned requirements do not include tqdm. disable=None: a bar on a terminal only.
+        from tqdm.auto import tqdm
+
+        for cand in tqdm(candidates, desc="retrain candidates", unit="candidate", disable=None):
             evaluate_candidate(
                 cand,
                 Z,

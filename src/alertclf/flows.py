@@ -15,7 +15,9 @@ import getpass
 import logging
 import os
 import shutil
+import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,6 +41,7 @@ from alertclf.pipeline import (
     score_batch,
     train,
 )
+from alertclf.report import CHARTS_DIR, REPORT_FILE
 from alertclf.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -53,7 +56,11 @@ class FlowError(AlertclfError):
 
 # --- inputs -------------------------------------------------------------------------------
 def load_inputs(
-    alerts: str | Path, graph: str | Path, settings: Settings, history: bool = False
+    alerts: str | Path,
+    graph: str | Path,
+    settings: Settings,
+    history: bool = False,
+    cache_dir: Path | None = None,
 ) -> tuple[AlertBatch, GraphContext]:
     graph_obj = _load_graph(graph)
     batch = read_history(alerts, settings) if history else read_alerts(alerts, settings)
@@ -64,7 +71,7 @@ def load_inputs(
         len(batch.alerts),
         len(batch.rejected),
     )
-    return batch, GraphContext.build(graph_obj, settings)
+    return batch, GraphContext.build(graph_obj, settings, cache_dir)
 
 
 def _load_graph(location: str | Path):
@@ -151,7 +158,9 @@ def classify(
     _supersede_uncommitted(output, state)
 
     t0 = time.perf_counter()
-    batch, context = load_inputs(alerts, graph, settings)
+    batch, context = load_inputs(
+        alerts, graph, settings, cache_dir=tracking_cfg.models_dir / "cache"
+    )
     stage_times["read"] = round(time.perf_counter() - t0, 4)
     new, skipped = select_new(batch.alerts, state, settings, since, until)
     logger.info("%d new alerts to classify (%s)", len(new), skipped)
@@ -198,15 +207,20 @@ def classify(
         statistics.update(
             {"model_name": model_name, "model_version": loaded.version, "model_alias": loaded.alias}
         )
+        tables = result_tables(result, batch)
+        t0 = time.perf_counter()
+        report_files = _report_files(tables, metadata)
+        stage_times["report"] = round(time.perf_counter() - t0, 4)
         t0 = time.perf_counter()
         folder = write_results(
             output,
             run_id,
-            result_tables(result, batch),
+            tables,
             {
                 "clustering_statistics.json": statistics,
                 "run_metadata.json": metadata,
             },
+            files=report_files,
         )
         stage_times["write"] = round(time.perf_counter() - t0, 4)
         _fault("after_results")
@@ -223,6 +237,18 @@ def classify(
                 runs=state.runs + 1,
             )
         )
+    logger.info(
+        "classify run_id=%s mlflow_run_id=%s model_version=%s alerts=%d new=%d groups=%d "
+        "seconds %s total=%.2f",
+        run_id,
+        metadata["mlflow_run_id"],
+        loaded.version,
+        len(batch.alerts),
+        len(new),
+        len(result.incidents),
+        " ".join(f"{k}={stage_times[k]:.2f}" for k in ("read", "pipeline", "report", "write")),
+        time.perf_counter() - started,
+    )
     return ClassifyOutcome(
         run_id=run_id,
         results_dir=folder,
@@ -394,6 +420,34 @@ def _log_classify(
         }
     )
     tracking.log_files([folder / name for name in RESULT_FILES], artifact_path="results")
+    tracking.log_files([folder / REPORT_FILE], artifact_path="results")
+    tracking.log_files(sorted((folder / CHARTS_DIR).glob("*.png")), artifact_path="results/charts")
+
+
+def _report_files(tables: dict[str, pd.DataFrame], metadata: dict) -> dict[str, bytes]:
+    """``report.html`` and its charts for the results folder. A picture is never worth a
+    failed run: any error costs the report (with a warning), not the batch."""
+    try:
+        from alertclf.report import classify_report_files
+
+        return classify_report_files(tables, metadata)
+    except Exception as err:
+        logger.warning("report.html skipped: %s: %s", type(err).__name__, err)
+        return {}
+
+
+def _log_plots(build: Callable[[], dict[str, Any]], what: str) -> None:
+    """Charts as artifacts ``plots/<name>.png`` of the active run; a failure to draw or
+    log them is a warning, never the flow's failure."""
+    try:
+        from alertclf import plots
+
+        figures = build()
+        with tempfile.TemporaryDirectory() as tmp:
+            paths = plots.save_figures(figures, tmp)
+            tracking.log_files(list(paths.values()), artifact_path="plots")
+    except Exception as err:
+        logger.warning("%s plots skipped: %s: %s", what, type(err).__name__, err)
 
 
 # --- retrain --------------------------------------------------------------------------
@@ -420,7 +474,9 @@ def retrain(
     beats ``production`` by more than ``promotion_threshold`` on held-out recent alerts."""
     started = time.perf_counter()
     tracking_cfg = tracking.configure_tracking(models)
-    batch, context = load_inputs(history, graph, settings, history=True)
+    batch, context = load_inputs(
+        history, graph, settings, history=True, cache_dir=tracking_cfg.models_dir / "cache"
+    )
     alerts = _history_window(batch.alerts, settings)
     train_alerts, holdout = split_holdout(alerts, settings.holdout_fraction)
     if len(train_alerts) < settings.min_clustering_samples:
@@ -442,11 +498,18 @@ def retrain(
                 "input.history_rows_used": len(alerts),
             }
         )
+        t0 = time.perf_counter()
         prepared = prepare_batch(train_alerts, context, settings)
         held = prepare_batch(holdout, context, settings, prepared.state)
+        seconds = {"prepare": time.perf_counter() - t0}
+        t0 = time.perf_counter()
         version, candidates = _train_and_register(prepared, settings, context, source="retrain")
+        seconds["train"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
         window = _window(train_alerts, holdout)
         decision = decide_promotion(version, held, settings, window)
+        seconds["decide"] = time.perf_counter() - t0
+        _log_plots(lambda: _promotion_figures(version, decision, settings), "promotion")
         tracking.set_version_tags(name, version, decision.tags)
         if decision.promoted:
             tracking.set_alias(name, tracking.PRODUCTION, version)
@@ -466,7 +529,20 @@ def retrain(
             }
         )
         metrics = dict(mlflow.get_run(run.info.run_id).data.metrics)
-    logger.info("version %s: %s (%s)", version, decision.tags["decision.outcome"], decision.reason)
+    logger.info(
+        "retrain mlflow_run_id=%s version=%s outcome=%s candidate_score=%s production_score=%s "
+        "production_version=%s alerts=%d seconds %s total=%.2f reason=%r",
+        run.info.run_id,
+        version,
+        decision.tags["decision.outcome"],
+        decision.tags["decision.candidate_score"],
+        decision.tags["decision.production_score"],
+        decision.production_version or "none",
+        len(alerts),
+        " ".join(f"{k}={v:.2f}" for k, v in seconds.items()),
+        time.perf_counter() - started,
+        decision.reason,
+    )
     return RetrainOutcome(
         version=version,
         promoted=decision.promoted,
@@ -497,6 +573,7 @@ def _train_and_register(
         }
     )
     tracking.log_table(model.candidates_, "candidates.csv")
+    _log_plots(lambda: _retrain_figures(model, prepared.features, profiles, settings), "retrain")
     window = _window(prepared.alerts, prepared.alerts.iloc[0:0])
     metadata = {
         "model_name": settings.model_name,
@@ -533,6 +610,32 @@ def _train_and_register(
         },
     )
     return version, model.candidates_
+
+
+def _retrain_figures(
+    model: Any, features: pd.DataFrame, profiles: dict[int, dict], settings: Settings
+) -> dict[str, Any]:
+    from alertclf import plots
+
+    Z, labels = plots.model_space(model, features, random_state=settings.random_state)
+    names = {int(c): str(p.get("name", "")) for c, p in profiles.items()}
+    return plots.retrain_figures(
+        Z, labels, names, random_state=settings.random_state, n_total=len(features)
+    )
+
+
+def _promotion_figures(version: str, decision: Decision, settings: Settings) -> dict[str, Any]:
+    from alertclf import plots
+
+    figure = plots.promotion_comparison(
+        decision.candidate_score,
+        decision.production_score,
+        settings.promotion_threshold,
+        candidate_version=version,
+        production_version=decision.production_version,
+        outcome=decision.tags["decision.outcome"],
+    )
+    return {"promotion_comparison": figure}
 
 
 def _history_window(alerts: pd.DataFrame, settings: Settings) -> pd.DataFrame:
@@ -764,6 +867,14 @@ def replay(
             "run_metadata.json": metadata,
             "clustering_statistics.json": {"batches": [r.statistics for r in results]},
         },
+    )
+    logger.info(
+        "replay run_id=%s batches=%d alerts=%d model=%r seconds total=%.2f",
+        run_id,
+        len(results),
+        metadata["rows_replayed"],
+        metadata["model"],
+        time.perf_counter() - started,
     )
     return ReplayOutcome(
         folder, len(results), metadata["rows_replayed"], metadata["seconds"], trained

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import networkx as nx
 import numpy as np
@@ -47,10 +48,14 @@ class GraphContext:
     fingerprint: str
 
     @classmethod
-    def build(cls, graph: nx.DiGraph, settings: Settings) -> GraphContext:
+    def build(
+        cls, graph: nx.DiGraph, settings: Settings, cache_dir: Path | None = None
+    ) -> GraphContext:
+        """``cache_dir`` keeps topology features on disk by graph fingerprint: a graph
+        that does not change is not analysed again every 15 minutes."""
         return cls(
             graph=graph,
-            features=graph_features(graph),
+            features=graph_features(graph, cache_dir=cache_dir),
             index=CallerIndex(graph, settings.group_max_hops),
             mapper=ServiceMapper(graph.nodes, settings.min_match_score),
             fingerprint=graph_fingerprint(graph),

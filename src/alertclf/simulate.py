@@ -42,6 +42,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
+from tqdm.auto import tqdm
 
 from alertclf.catalogue import (
     CATALOGUE,
@@ -300,7 +301,9 @@ def simulate(config: SimulationConfig, graph: nx.DiGraph | None = None) -> Simul
     # A service already in an incident does not start a second one: its monitoring
     # would show one continuing problem, and no grouping could tell the two apart.
     busy_until: dict[int, float] = {}
-    for inc, (t0, forced_root) in enumerate(starts):
+    # disable=None: a bar on a terminal, silent in logs, CI and tests.
+    progress = tqdm(starts, desc="simulate", unit="incident", disable=None, leave=False)
+    for inc, (t0, forced_root) in enumerate(progress):
         duration = float(np.clip(rng.lognormal(np.log(30), 0.6), 8, 180))
         if forced_root is None and rng.random() < config.unknown_incident_share:
             u = int(rng.integers(len(UNKNOWN_SERVICES)))

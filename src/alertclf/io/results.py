@@ -76,6 +76,16 @@ def write_json(data: Any, path: str | Path) -> Path:
     return path
 
 
+def write_bytes(content: bytes, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as handle:
+        handle.write(content)
+        handle.flush()
+        os.fsync(handle.fileno())
+    return path
+
+
 def _json_default(value: Any) -> Any:
     if isinstance(value, np.integer):
         return int(value)
@@ -104,9 +114,19 @@ def write_results(
     run_id: str,
     tables: dict[str, pd.DataFrame],
     documents: dict[str, Any],
+    files: dict[str, bytes | Path] | None = None,
 ) -> Path:
-    """Write every file into a temporary folder, then rename it to ``root/run_id``."""
+    """Write every file into a temporary folder, then rename it to ``root/run_id``.
+
+    ``files`` adds other files as they are (bytes, or a file to copy), e.g. the report
+    and its charts; names are relative and may have one level of sub-folder.
+    """
     root = Path(root)
+    files = files or {}
+    for name in files:
+        parts = Path(name).parts
+        if Path(name).is_absolute() or ".." in parts or not 1 <= len(parts) <= 2:
+            raise ValueError(f"results file name {name!r} must be relative, inside the folder")
     root.mkdir(parents=True, exist_ok=True)
     tmp = root / f"{TMP_PREFIX}{run_id}-{os.getpid()}"
     final = root / run_id
@@ -118,6 +138,12 @@ def write_results(
             write_csv(frame, tmp / name)
         for name, data in documents.items():
             write_json(data, tmp / name)
+        for name, content in files.items():
+            write_bytes(
+                content if isinstance(content, bytes) else Path(content).read_bytes(), tmp / name
+            )
+        for folder in {(tmp / name).parent for name in files} - {tmp}:
+            _fsync_dir(folder)
         _fsync_dir(tmp)
         os.rename(tmp, final)
         _fsync_dir(root)

@@ -1,0 +1,248 @@
+"""``report.html``: self-contained, escaped, complete; classify writes it with the results
+(atomically) and logs it to MLflow; a plotting or report failure never fails classify."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+
+import mlflow
+import pandas as pd
+import pytest
+
+from alertclf import plots, report, tracking
+from alertclf.contracts import RESULT_FILES
+from alertclf.flows import FAULT_ENV, classify
+from alertclf.io.results import write_results
+from alertclf.report import CHARTS_DIR, REPORT_FILE, render_report
+from alertclf.settings import Settings
+from alertclf.simulate import SimulationConfig, simulate, write_simulation
+
+EVIL = '<script>alert("x")</script>'
+T0 = pd.Timestamp("2026-01-05 10:00:00", tz="UTC")
+
+
+def tables() -> dict[str, pd.DataFrame]:
+    incidents = pd.DataFrame(
+        {
+            "group_id": ["G1", "G2"],
+            "first_seen": [T0, T0 + pd.Timedelta(minutes=20)],
+            "last_seen": [T0 + pd.Timedelta(minutes=9), T0 + pd.Timedelta(minutes=21)],
+            "n_alerts": [41, 3],
+            "n_unique": [7, 2],
+            "services": ["orders-db|checkout", "web"],
+            "root_cause_service": ["orders-db", "web"],
+            "root_cause_confidence": [0.875, 0.5],
+            "max_severity": ["critical", "warning"],
+            "importance_score": [81.25, 22.0],
+            "rank": [1, 2],
+            "name": ["Datastore health · orders-db (+1 services)", f"Latency · {EVIL}"],
+            "reasons": ["critical severity; 2 services; 41 alerts, 7 after dedup", "3 alerts"],
+            "n_services": [2, 1],
+            "n_alerts_batch": [41, 3],
+            "top_alerts": [f"PostgresqlDown x20|{EVIL} x1", "HighRequestLatency x3"],
+        }
+    )
+    clusters = pd.DataFrame(
+        {
+            "cluster_rank": [1, 2],
+            "cluster_id": [3, 0],
+            "cluster_name": ["Datastore health · orders-db", f"{EVIL} family"],
+            "importance_score": [77.0, 12.5],
+            "reasons": ["critical severity", "2 alerts"],
+            "n_alerts": [40, 4],
+            "n_unique": [6, 3],
+            "n_services": [2, 1],
+            "top_alert_names": ["PostgresqlDown x20", "HighRequestLatency x3"],
+            "top_services": ["orders-db|checkout", "web"],
+        }
+    )
+    return {
+        "alert_consolidation_final.csv": pd.DataFrame(),
+        "incident_groups.csv": incidents,
+        "ranked_clusters.csv": clusters,
+        "rejected_alerts.csv": pd.DataFrame(),
+    }
+
+
+METADATA = {
+    "run_id": "20260105_101500",
+    "mlflow_run_id": "abc123",
+    "model_name": "alert-clustering",
+    "model_version": "4",
+    "model_alias": "production",
+    "rows_read": 1234,
+    "rows_accepted": 1200,
+    "rows_rejected": 34,
+    "rows_new": 1100,
+    "watermark_before": None,
+    "watermark_after": "2026-01-05T10:21:00+00:00",
+    "package_version": "0.1.0",
+}
+
+
+@pytest.fixture
+def charts(tmp_path) -> dict:
+    figures = plots.classify_figures(
+        tables()["incident_groups.csv"], tables()["ranked_clusters.csv"]
+    )
+    paths = plots.save_figures(figures, tmp_path)
+    # One as a file, the others as bytes: both are accepted.
+    return {
+        name: (path if name == "incident_timeline" else path.read_bytes())
+        for name, path in paths.items()
+    }
+
+
+def test_report_is_self_contained(charts):
+    page = render_report(tables(), METADATA, charts)
+    assert not re.search(r"https?://", page, re.IGNORECASE)
+    assert not re.search(r"""(src|href)=["']?//""", page)  # no protocol-relative URLs
+    assert "<link" not in page and "@import" not in page and "<script" not in page
+
+
+def test_report_escapes_alert_text(charts):
+    page = render_report(tables(), METADATA, charts)
+    assert EVIL not in page
+    assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in page
+
+
+def test_report_embeds_every_chart_and_links_the_csvs(charts):
+    page = render_report(tables(), METADATA, charts)
+    embedded = re.findall(r'<img src="data:image/png;base64,[A-Za-z0-9+/=]+"', page)
+    assert len(embedded) == len(charts) == 3
+    for name in charts:
+        assert f'id="chart-{name}"' in page
+    links = re.findall(r'<a href="([^"]+)"', page)
+    assert set(links) >= {
+        "alert_consolidation_final.csv",
+        "incident_groups.csv",
+        "ranked_clusters.csv",
+        "rejected_alerts.csv",
+    }
+    assert all("/" not in link for link in links)  # relative, same folder
+
+
+def test_report_shows_counts_model_and_the_top_incidents(charts):
+    page = render_report(tables(), METADATA, charts)
+    for text in ("1,234", "1,200", "1,100", "alert-clustering v4", "@production"):
+        assert text in page, text
+    top = re.search(r'<tr class="top" data-rank="1">(.*?)</tr>', page, re.S)
+    assert top, "the top incident row is missing"
+    row = top.group(1)
+    for text in (
+        "81.2",
+        "Datastore health · orders-db",
+        "orders-db (88%)",
+        "critical severity; 2 services",
+        ">41<",
+        ">7<",
+        "2026-01-05 10:00:00 UTC",
+    ):
+        assert text in row, text
+    assert page.index('data-rank="1"') < page.index('data-rank="2"')
+
+
+def test_report_of_an_empty_batch(charts):
+    empty = {name: frame.iloc[0:0] for name, frame in tables().items()}
+    page = render_report(empty, {**METADATA, "rows_new": 0}, {})
+    assert "No incidents in this batch" in page and "No charts" in page
+
+
+def test_write_results_files_are_optional_and_stay_inside_the_folder(tmp_path):
+    plain = write_results(tmp_path, "r1", {"a.csv": pd.DataFrame({"x": [1]})}, {"m.json": {}})
+    assert sorted(p.name for p in plain.iterdir()) == ["a.csv", "m.json"]
+    source = tmp_path / "source.png"
+    source.write_bytes(b"png")
+    folder = write_results(
+        tmp_path,
+        "r2",
+        {},
+        {},
+        files={"report.html": b"<html></html>", "charts/x.png": source},
+    )
+    assert (folder / "report.html").read_bytes() == b"<html></html>"
+    assert (folder / "charts" / "x.png").read_bytes() == b"png"
+    for bad in ("../escape.html", "/abs.html", "a/b/c.png"):
+        with pytest.raises(ValueError, match="inside the folder"):
+            write_results(tmp_path, "r3", {}, {}, files={bad: b""})
+    assert not (tmp_path / "r3").exists()
+
+
+# --- classify against a real store ----------------------------------------------------
+@pytest.fixture(scope="module")
+def scenario(tmp_path_factory):
+    sim = simulate(SimulationConfig(seed=3, days=1.0, scenario="mixed"))
+    return write_simulation(sim, tmp_path_factory.mktemp("scenario"))
+
+
+@pytest.fixture(autouse=True)
+def isolated_tracking(monkeypatch):
+    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", FAULT_ENV):
+        monkeypatch.delenv(name, raising=False)
+    tracking._SET_BY_US.clear()
+    yield
+    tracking._SET_BY_US.clear()
+
+
+FAST = Settings(algorithm="kmeans", kmeans_k_min=4, kmeans_k_max=8)
+
+
+def run_classify(scenario, tmp_path):
+    return classify(
+        FAST, scenario["alerts"], scenario["graph"], tmp_path / "results", tmp_path / "models"
+    )
+
+
+def logged(run_id: str, path: str) -> set[str]:
+    return {a.path for a in mlflow.MlflowClient().list_artifacts(run_id, path)}
+
+
+def test_classify_writes_the_report_with_the_results_and_logs_it(scenario, tmp_path):
+    outcome = run_classify(scenario, tmp_path)
+    folder = outcome.results_dir
+    page = (folder / REPORT_FILE).read_text(encoding="utf-8")
+    charts = sorted(p.name for p in (folder / CHARTS_DIR).iterdir())
+    assert charts == ["incident_timeline.png", "top_clusters.png", "top_incidents.png"]
+    assert page.count("data:image/png;base64,") == 3
+    assert not re.search(r"https?://", page)
+    top = outcome.incidents.sort_values("rank").iloc[0]
+    assert str(top["root_cause_service"]) in page
+    for name in RESULT_FILES:
+        if name.endswith(".csv"):
+            assert f'href="{name}"' in page and (folder / name).exists()
+    meta = json.loads((folder / "run_metadata.json").read_text())
+    assert "report" in meta["timings_seconds"]
+    assert f"results/{REPORT_FILE}" in logged(outcome.mlflow_run_id, "results")
+    assert logged(outcome.mlflow_run_id, "results/charts") == {
+        f"results/charts/{name}" for name in charts
+    }
+
+
+def test_a_failing_chart_does_not_fail_classify(scenario, tmp_path, monkeypatch, caplog):
+    def broken(*args, **kwargs):
+        raise RuntimeError("no ink")
+
+    monkeypatch.setattr(plots, "incident_timeline", broken)
+    with caplog.at_level(logging.WARNING):
+        outcome = run_classify(scenario, tmp_path)
+    folder = outcome.results_dir
+    assert "chart incident_timeline skipped: RuntimeError: no ink" in caplog.text
+    assert not (folder / CHARTS_DIR / "incident_timeline.png").exists()
+    page = (folder / REPORT_FILE).read_text(encoding="utf-8")
+    assert page.count("data:image/png;base64,") == 2
+
+
+def test_a_failing_report_does_not_fail_classify(scenario, tmp_path, monkeypatch, caplog):
+    def broken(*args, **kwargs):
+        raise RuntimeError("template on fire")
+
+    monkeypatch.setattr(report, "render_report", broken)
+    with caplog.at_level(logging.WARNING, logger="alertclf.flows"):
+        outcome = run_classify(scenario, tmp_path)
+    folder = outcome.results_dir
+    assert "report.html skipped: RuntimeError: template on fire" in caplog.text
+    assert not (folder / REPORT_FILE).exists()
+    assert sorted(p.name for p in folder.iterdir()) == sorted(RESULT_FILES)
+    assert outcome.rows_new > 0 and len(outcome.incidents) > 0
