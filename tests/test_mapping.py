@@ -494,3 +494,20 @@ def test_a_million_alerts_enrich_in_seconds():
     assert elapsed < 10, f"enriching 1M alerts took {elapsed:.1f}s"
     stats = mapping_statistics(out).set_index("mapping_method")
     assert stats.loc["unmapped", "distinct_services"] >= 500
+
+
+def test_node_ids_ending_in_numbers_survive_decoration_stripping():
+    # A graph id may end in what looks like an ordinal: the pod and environment forms of
+    # edge-gateway-13 must not be stripped down to the ambiguous "edge-gateway".
+    mapper = ServiceMapper(["edge-gateway-10", "edge-gateway-11", "edge-gateway-13", "kafka-0"])
+    for name in (
+        "edge-gateway-13-8zkwhj7c8q-c4clj",
+        "prod-edge-gateway-13",
+        "edge-gateway-13_production",
+        "edge-gateway-13.prod.svc.cluster.local",
+        "EDGE_GATEWAY_13",
+    ):
+        assert mapper.map_one(name).mapped_service == "edge-gateway-13", name
+    # Stripping still happens where the id itself has no such ending.
+    assert mapper.map_one("kafka-0").mapping_method == "exact"
+    assert mapper.map_one("kafka-7").mapping_method == "unmapped"

@@ -46,7 +46,7 @@ import logging
 import re
 import unicodedata
 from collections import Counter
-from collections.abc import Hashable, Iterable
+from collections.abc import Hashable, Iterable, Iterator
 from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
@@ -206,6 +206,15 @@ def _name_tokens_once(text: str, *, camel: bool) -> list[str]:
 
 def _strip_decorations(tokens: list[str]) -> list[str]:
     """Drop environment, instance, pod, ordinal and region decorations at the ends."""
+    steps = list(_strip_steps(tokens))
+    return steps[-1]
+
+
+def _strip_steps(tokens: list[str]) -> Iterator[list[str]]:
+    """The tokens before and after each decoration removed, one removal at a time: a
+    graph id may itself end in what looks like a decoration (``edge-gateway-13``,
+    ``kafka-2``), so the mapper looks for a node at every step, not only at the end."""
+    yield tokens
     while len(tokens) > 1:
         joined = "-".join(tokens)
         match = _REGION_SUFFIX.search(joined) or _REGION_PREFIX.search(joined)
@@ -213,6 +222,7 @@ def _strip_decorations(tokens: list[str]) -> list[str]:
             rest = joined[: match.start()] if match.end() == len(joined) else joined[match.end() :]
             if rest:
                 tokens = rest.split("-")
+                yield tokens
                 continue
         last = tokens[-1]
         if (
@@ -226,7 +236,30 @@ def _strip_decorations(tokens: list[str]) -> list[str]:
             tokens = tokens[1:]
         else:
             break
-    return tokens
+        yield tokens
+
+
+def decoration_stages(name: str) -> list[str]:
+    """``name`` in canonical separators after each decoration removed (see
+    :func:`_strip_steps`), the whole name first; then the same with leading environment
+    words removed first."""
+    text = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", str(name)).casefold())
+    if "/" in text:
+        parts = [p for p in text.split("/") if p.strip()]
+        text = parts[-1] if parts else ""
+    text = _PORT.sub("", text.strip())
+    match = _K8S_DNS.match(text)
+    if match:
+        text = match.group(1)
+    tokens = [t for t in _SEPARATORS.split(text) if t]
+    stages = ["-".join(step) for step in _strip_steps(tokens)]
+    # Environment prefixes too, before any suffix: prod-edge-gateway-13.
+    start = 0
+    while start < len(tokens) - 1 and tokens[start] in _ENV_TOKENS:
+        start += 1
+    if start:
+        stages += ["-".join(step) for step in _strip_steps(tokens[start:])]
+    return list(dict.fromkeys(stages))
 
 
 def _is_hash(token: str, *, need_digit: bool) -> bool:
@@ -290,6 +323,11 @@ class ServiceMapper:
         df = Counter(t for tokens in self._tokens for t in tokens)
         # A token in most node ids ("ts" in train-ticket) identifies nothing.
         self._common = frozenset(t for t, c in df.items() if n >= 4 and c > n / 2)
+        # Case- and separator-folded ids that name exactly one node.
+        plain: dict[str, list[str]] = {}
+        for node in self.node_ids:
+            plain.setdefault(_plain_key(node), []).append(node)
+        self._plain_nodes = {k: v[0] for k, v in plain.items() if len(v) == 1}
         self._levels: list[dict[str, list[str]]] = [{}, {}, {}, {}]
         for node, tokens in zip(self.node_ids, self._sequences, strict=True):
             for level, key in enumerate(self._keys(node, tokens)):
@@ -331,6 +369,13 @@ class ServiceMapper:
             return MappingResult(name, "exact", 1.0)
         if not name.strip():
             return _UNMAPPED
+        # A node reached by removing decorations one at a time, before they eat into
+        # the id itself (edge-gateway-13-7d9f8c6b5-x2x9k -> edge-gateway-13, not -1x).
+        for number, stage in enumerate(decoration_stages(name)):
+            node = self._plain_nodes.get(stage)
+            if node is not None:
+                level = 0 if number == 0 else 1  # folding only, or decorations removed
+                return MappingResult(node, "normalized", _LEVEL_CONFIDENCE[level])
         tokens = service_tokens(name)
         for level, key in enumerate(self._keys(name, tokens)):
             nodes = self._levels[level].get(key) if key else None
