@@ -508,6 +508,6 @@ def test_node_ids_ending_in_numbers_survive_decoration_stripping():
         "EDGE_GATEWAY_13",
     ):
         assert mapper.map_one(name).mapped_service == "edge-gateway-13", name
-    # Stripping still happens where the id itself has no such ending.
+    # Stripping still maps other replicas of a one-node statefulset to it.
     assert mapper.map_one("kafka-0").mapping_method == "exact"
-    assert mapper.map_one("kafka-7").mapping_method == "unmapped"
+    assert mapper.map_one("kafka-7").mapped_service == "kafka-0"
