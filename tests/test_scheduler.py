@@ -567,3 +567,12 @@ def test_cli_scheduler_refuses_a_second_instance_and_stops_cleanly_on_sigterm(tm
     assert "in-process" in stdout and str(out / STATUS_FILE) in stdout
     assert "alertclf scheduler stopped" in stdout
     assert leftover_temp_folders(system_tmp) == []
+
+
+def test_a_sas_token_in_a_location_is_refused_before_any_job_runs() -> None:
+    from alertclf.scheduler import SchedulerConfig, SchedulerError
+
+    url = "https://acct.blob.core.windows.net/alerts/prefix?sv=2024&sig=SECRETSIG"
+    with pytest.raises(SchedulerError, match="AZURE_STORAGE_SAS_TOKEN") as err:
+        SchedulerConfig(alerts=url, graph="g.json")
+    assert "SECRETSIG" not in str(err.value)

@@ -143,6 +143,15 @@ class SchedulerConfig:
         unknown = set(self.job_commands or {}) - set(JOBS)
         if unknown:
             raise SchedulerError(f"job_commands: unknown job(s) {sorted(unknown)}")
+        for name in ("alerts", "graph", "history"):
+            location = str(getattr(self, name) or "")
+            if "?" in location and "sig=" in location.lower():
+                # Jobs get locations as `mlflow run` parameters, which MLflow stores as
+                # given: a SAS signature there would end up in the tracking store.
+                raise SchedulerError(
+                    f"--{name} carries a SAS token in its URL; put it in "
+                    "AZURE_STORAGE_SAS_TOKEN (or AZURE_STORAGE_CONNECTION_STRING) instead"
+                )
 
     @classmethod
     def from_settings(
