@@ -47,7 +47,7 @@ import pandas as pd
 
 from alertclf.catalogue import FAMILY_LABELS, alert_family
 from alertclf.consolidate import UNMAPPED_PREFIX, CallerIndex, service_keys
-from alertclf.contracts import SEVERITIES, SEVERITY_ORDINAL
+from alertclf.contracts import INCIDENT_COLUMNS, SEVERITIES, SEVERITY_ORDINAL
 
 WEIGHTS = {
     "severity": 0.20,
@@ -287,24 +287,14 @@ def _cumulate(table: pd.DataFrame, groups: pd.DataFrame) -> None:
             lambda m: "|".join(display_service(k) for k in sorted(m, key=lambda k: (m[k][0], k)))
         )
     )
-    by_ordinal = {v: k for k, v in SEVERITY_ORDINAL.items()}
     cumulative = ids.map(groups["max_severity_total"]).fillna(0).astype(int)
     batch = table.loc[known, "max_severity"].map(SEVERITY_ORDINAL).fillna(0).astype(int)
-    table.loc[known, "max_severity"] = np.maximum(cumulative, batch).map(by_ordinal)
+    table.loc[known, "max_severity"] = np.maximum(cumulative, batch).map(_SEVERITY_NAME)
 
 
+# The contract columns first, then what helps a person read the row.
 _INCIDENT_OUTPUT = [
-    "group_id",
-    "first_seen",
-    "last_seen",
-    "n_alerts",
-    "n_unique",
-    "services",
-    "root_cause_service",
-    "root_cause_confidence",
-    "max_severity",
-    "importance_score",
-    "rank",
+    *INCIDENT_COLUMNS,
     "name",
     "reasons",
     "n_services",
