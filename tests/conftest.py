@@ -10,3 +10,4 @@ if _TESTS not in sys.path:
     sys.path.insert(0, _TESTS)
 
 from azurite import azurite, azurite_server, fresh_azurite  # noqa: E402, F401
+from reliability import pytest_runtest_makereport, pytest_sessionfinish, reliability  # noqa: E402, F401

@@ -152,6 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="fail instead of training a first model when the registry has none",
     )
     cls.add_argument("--top", type=non_negative_int, default=10, help="incidents to print")
+    _add_engine(cls)
     cls.set_defaults(handler=cmd_classify)
 
     ret = sub.add_parser("retrain", parents=[common], help="train, register, maybe promote")
@@ -182,6 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="always train in-process, never load the production model",
     )
+    _add_engine(rep)
     rep.set_defaults(handler=cmd_replay)
 
     ev = sub.add_parser("evaluate", parents=[common], help="score results against ground truth")
@@ -197,6 +199,57 @@ def build_parser() -> argparse.ArgumentParser:
     pro.add_argument("--reason", type=optional_text)
     pro.add_argument("--models", type=optional_text, default="data/models", help=_MODELS_HELP)
     pro.set_defaults(handler=cmd_promote)
+
+    run = sub.add_parser(
+        "run",
+        parents=[common],
+        help="the scheduler: classify every N minutes, retrain weekly (or --run-once)",
+    )
+    _add_inputs(run, "alerts")
+    run.add_argument(
+        "--history",
+        type=optional_text,
+        help="where retrain reads history (default: the same location as --alerts)",
+    )
+    _add_stores(run)
+    when = run.add_mutually_exclusive_group()
+    when.add_argument(
+        "--run-once",
+        action="store_true",
+        help="classify once (training a first model if the registry has none) and exit",
+    )
+    when.add_argument(
+        "--interval",
+        type=positive_float,
+        metavar="MINUTES",
+        help="classify every N minutes (default 15)",
+    )
+    run.add_argument("--no-retraining", action="store_true", help="never run the weekly retrain")
+    run.add_argument(
+        "--retrain-day",
+        type=_weekday,
+        help="weekday of the weekly retrain (default monday)",
+    )
+    run.add_argument(
+        "--retrain-time", type=_hhmm, help="HH:MM local time of the weekly retrain (default 07:00)"
+    )
+    run.add_argument(
+        "--job-timeout",
+        type=positive_float,
+        metavar="MINUTES",
+        help="a job still running after this long (default 30) is killed, recorded as timeout",
+    )
+    run.add_argument(
+        "--in-process",
+        action="store_true",
+        help="run the flows in this process instead of `mlflow run` (faster; no hard timeout)",
+    )
+    run.add_argument(
+        "--project",
+        type=optional_text,
+        help="the alertclf MLproject folder for `mlflow run` (default: this checkout)",
+    )
+    run.set_defaults(handler=cmd_run)
 
     sto = sub.add_parser(
         "store", parents=[common], help="prepare the local MLflow store; print its URI"
@@ -221,6 +274,19 @@ def _add_stores(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--models", type=optional_text, default="data/models", help=_MODELS_HELP)
 
 
+def _add_engine(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--engine",
+        type=blank_or(one_of("local", "spark")),
+        help="local (pandas, this process) | spark (see README, Spark engine)",
+    )
+    parser.add_argument(
+        "--spark-master",
+        type=optional_text,
+        help="with --engine spark: local[N], spark://host:7077, yarn, k8s://... (default local[2])",
+    )
+
+
 def _open_share(text: str) -> float:
     value = _parse(float, text, "a number")
     if not 0 < value < 1:
@@ -239,6 +305,28 @@ def _non_negative_float(text: str) -> float:
     if not value >= 0:
         raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
     return value
+
+
+_WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+
+
+def _weekday(text: str) -> str:
+    day = text.strip().lower()
+    if day not in _WEEKDAYS:
+        raise argparse.ArgumentTypeError(
+            f"invalid weekday {text!r} (choose from {', '.join(_WEEKDAYS)})"
+        )
+    return day
+
+
+def _hhmm(text: str) -> str:
+    parts = text.strip().split(":")
+    if len(parts) != 2 or not all(p.isdigit() for p in parts):
+        raise argparse.ArgumentTypeError(f"expected HH:MM, got {text!r}")
+    hours, minutes = int(parts[0]), int(parts[1])
+    if not (0 <= hours <= 23 and 0 <= minutes <= 59):
+        raise argparse.ArgumentTypeError(f"expected HH:MM between 00:00 and 23:59, got {text!r}")
+    return f"{hours:02d}:{minutes:02d}"
 
 
 def _timestamp_text(text: str) -> str:
@@ -301,7 +389,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from alertclf.graph import graph_features, load_graph
+    from alertclf.flows import _load_graph as load_graph  # local file or blob URL, as classify
+    from alertclf.flows import _safe  # locations as they may be shown (no SAS token)
+    from alertclf.graph import graph_features
     from alertclf.io.alerts import read_alerts, validate_summary
     from alertclf.mapping import enrich_alerts, mapping_statistics
 
@@ -311,7 +401,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     features = graph_features(graph)
     enriched = enrich_alerts(batch.alerts, graph, settings)
     summary = validate_summary(batch)
-    print(f"Alerts: {args.alerts}")
+    print(f"Alerts: {_safe(args.alerts)}")
     accepted, rejected = len(batch.alerts), len(batch.rejected)
     print(f"  rows read {batch.rows_read}, accepted {accepted}, rejected {rejected}")
     for reason, count in summary.get("reject_reasons", {}).items():
@@ -319,7 +409,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     for note in batch.notes:
         print(f"  note: {note}")
     print(
-        f"Graph: {args.graph}: {graph.number_of_nodes()} services, "
+        f"Graph: {_safe(args.graph)}: {graph.number_of_nodes()} services, "
         f"{graph.number_of_edges()} dependencies, {features.shape[1]} topology features"
     )
     for note in graph.graph.get("alertclf_notes", []):
@@ -344,7 +434,12 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_classify(args: argparse.Namespace) -> int:
     from alertclf.flows import classify
 
-    settings = settings_from_args(args, late_arrival_minutes=args.late_arrival_minutes)
+    settings = settings_from_args(
+        args,
+        late_arrival_minutes=args.late_arrival_minutes,
+        engine=args.engine,
+        spark_master=args.spark_master,
+    )
     outcome = classify(
         settings,
         args.alerts,
@@ -423,7 +518,7 @@ def cmd_retrain(args: argparse.Namespace) -> int:
 def cmd_replay(args: argparse.Namespace) -> int:
     from alertclf.flows import replay
 
-    settings = settings_from_args(args)
+    settings = settings_from_args(args, engine=args.engine, spark_master=args.spark_master)
     outcome = replay(
         settings,
         args.alerts,
@@ -465,6 +560,60 @@ def cmd_promote(args: argparse.Namespace) -> int:
         f"{settings.model_name} v{args.version}: {tags['decision.outcome']} "
         f"({tags['decision.reason']})"
     )
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """The scheduler (see alertclf.scheduler); ``--run-once`` is one classify, then exit."""
+    from alertclf.scheduler import Scheduler, SchedulerConfig
+
+    settings = settings_from_args(
+        args,
+        interval_minutes=args.interval,
+        retrain_day=args.retrain_day,
+        retrain_time=args.retrain_time,
+        job_timeout_minutes=args.job_timeout,
+    )
+    config = SchedulerConfig.from_settings(
+        settings,
+        alerts=args.alerts,
+        graph=args.graph,
+        history=args.history,
+        output=args.output or "results",
+        models=args.models or "data/models",
+        enable_retraining=not args.no_retraining,
+        in_process=args.in_process,
+        project_dir=args.project,
+    )
+    scheduler = Scheduler(config)
+    if args.run_once:
+        mode = "in-process" if args.in_process else "mlflow run"
+        print(f"alertclf {__version__}: one classify run ({mode}) into {scheduler.output}")
+        result = scheduler.run_once()
+        if result.ok:
+            summary = result.summary
+            print(f"classify: success in {result.duration_seconds:.1f} s")
+            if "rows_new" in summary:  # in-process: the flow's outcome
+                print(
+                    f"  Classified {summary['rows_new']} new alerts with model "
+                    f"v{summary['model_version']}"
+                    + (" (bootstrapped now)" if summary["bootstrapped"] else "")
+                )
+            elif "classified" in summary:  # mlflow run: the line the job printed
+                print(f"  {summary['classified']}")
+            if result.results_dir:
+                print(f"Results: {result.results_dir}")
+            return 0
+        print(
+            f"alertclf run: classify {result.outcome} after {result.duration_seconds:.1f} s: "
+            f"{result.error}" + (f" (log: {result.log})" if result.log else ""),
+            file=sys.stderr,
+        )
+        return EXIT_FAILURE
+    scheduler.start()
+    print("\n".join(scheduler.banner()), flush=True)
+    scheduler.run(install_signal_handlers=True)
+    print(f"alertclf scheduler stopped (status: {scheduler.status_path})", flush=True)
     return 0
 
 

@@ -50,6 +50,16 @@ MODEL_REQUIREMENTS = (
 )
 
 
+# MLflow's HTTP client on its own retries 7 times with exponential backoff (about 4 minutes
+# per call against a server that is down) and waits up to 120 s for each answer; under our
+# own bounded retries a dead tracking server held a classify for over 15 minutes, a whole
+# interval. These bound it to well under a minute; variables already set are left alone.
+HTTP_RETRY_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+}
+
 # The tracking URI this process exported itself (so a later call with another --models
 # is not mistaken for a user's MLFLOW_TRACKING_URI).
 _SET_BY_US: dict[str, str] = {}
@@ -109,6 +119,9 @@ def configure_tracking(models_dir: str | Path | None = None) -> Tracking:
     ) == _SET_BY_US.get("uri"):
         _SET_BY_US["uri"] = uri
     os.environ["MLFLOW_TRACKING_URI"] = uri  # children (mlflow run) use the same store
+    if uri.startswith(("http://", "https://")):
+        for name, value in HTTP_RETRY_DEFAULTS.items():
+            os.environ.setdefault(name, value)  # the operator's own values win
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     return Tracking(uri, artifact_root, models)
@@ -154,14 +167,72 @@ def start_run(
 
     if os.environ.get("MLFLOW_RUN_ID"):
         # Under `mlflow run`: calling set_experiment here would break the hand-over.
-        with mlflow.start_run() as run:
-            if tags:
-                mlflow.set_tags(tags)
-            yield run
-        return
-    experiment_id = _retry(lambda: ensure_experiment(experiment, tracking), "open the experiment")
-    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags) as run:
+        run = _store_call(mlflow.start_run, "join the run of `mlflow run`")
+        joined_tags = tags
+    else:
+        experiment_id = _retry(
+            lambda: ensure_experiment(experiment, tracking), "open the experiment"
+        )
+        run = _store_call(
+            lambda: mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags),
+            "start a run",
+        )
+        joined_tags = None
+    # Not mlflow's own `with` block: when the store is what failed, ending the run as
+    # FAILED fails too, and that second error would replace the first one.
+    try:
+        if joined_tags:
+            mlflow.set_tags(joined_tags)
         yield run
+    except BaseException as err:
+        try:
+            mlflow.end_run("FAILED")  # pops the active run first, even if the store is down
+        except Exception as end_err:
+            logger.warning("could not mark the MLflow run as failed: %s", _first_line(end_err))
+        if _is_store_error(err):
+            raise TrackingError(
+                f"MLflow failed during the {experiment} run (store "
+                f"{describe_uri(os.environ.get('MLFLOW_TRACKING_URI', ''))}): "
+                f"{type(err).__name__}: {_first_line(err)}"
+            ) from err
+        raise
+    try:
+        mlflow.end_run("FINISHED")
+    except Exception as err:
+        # Everything of the run is logged (and classify has saved its state): only the
+        # run's status stays RUNNING. Failing the flow now would report a batch that was
+        # processed as lost.
+        if not _is_store_error(err):
+            raise
+        logger.warning("could not mark the MLflow run as finished: %s", _first_line(err))
+
+
+def _first_line(err: BaseException) -> str:
+    """An error's first line: SQLAlchemy and MLflow append SQL, URLs and help paragraphs."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def _is_store_error(err: BaseException) -> bool:
+    """An error from MLflow or the store behind it (database, HTTP), not from our code."""
+    from mlflow.exceptions import MlflowException
+
+    if isinstance(err, MlflowException):
+        return True
+    return type(err).__module__.split(".")[0] in ("sqlalchemy", "sqlite3", "requests", "urllib3")
+
+
+def _store_call(action, what: str):
+    """One call to the store; a failure becomes one clear :class:`TrackingError`."""
+    try:
+        return action()
+    except Exception as err:
+        if not _is_store_error(err):
+            raise
+        raise TrackingError(
+            f"could not {what} in the MLflow store "
+            f"{describe_uri(os.environ.get('MLFLOW_TRACKING_URI', ''))}: {_first_line(err)}"
+        ) from err
 
 
 def _retry(action, what: str, attempts: int = 4, delay: float = 0.5):
@@ -173,9 +244,12 @@ def _retry(action, what: str, attempts: int = 4, delay: float = 0.5):
             if attempt == attempts:
                 raise TrackingError(
                     f"could not {what} in the MLflow store "
-                    f"{describe_uri(os.environ.get('MLFLOW_TRACKING_URI', ''))}: {err}"
+                    f"{describe_uri(os.environ.get('MLFLOW_TRACKING_URI', ''))}: "
+                    f"{_first_line(err)}"
                 ) from err
-            logger.warning("could not %s (attempt %d/%d): %s", what, attempt, attempts, err)
+            logger.warning(
+                "could not %s (attempt %d/%d): %s", what, attempt, attempts, _first_line(err)
+            )
             time.sleep(delay * 2 ** (attempt - 1))
     return None  # pragma: no cover
 

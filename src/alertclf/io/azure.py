@@ -139,6 +139,31 @@ def redact(text: object) -> str:
     return result
 
 
+class _RedactingFilter(logging.Filter):
+    """Passes every record, with secrets taken out of its message."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        clean = redact(message)
+        if clean != message:
+            record.msg, record.args = clean, None
+        return True
+
+
+# Libraries that log request URLs verbatim: urllib3 logs the path and query string of
+# every request at DEBUG, a SAS signature included. (The Azure SDK's own HTTP logging
+# already masks the query.) A filter on a logger sees only that logger's own records.
+_URL_LOGGERS = ("urllib3.connectionpool",)
+
+
+def _guard_library_logs() -> None:
+    """Install the redacting filter once, when a blob client is first made (not at import)."""
+    for name in _URL_LOGGERS:
+        library = logging.getLogger(name)
+        if not any(isinstance(f, _RedactingFilter) for f in library.filters):
+            library.addFilter(_RedactingFilter())
+
+
 def _environment_secrets() -> list[str]:
     secrets: list[str] = []
     for name in (ENV_KEY, ENV_SAS):
@@ -423,6 +448,7 @@ def read_blob_bytes(url: str, *, options: BlobOptions | None = None) -> bytes:
 def _service_client(location: BlobLocation, options: BlobOptions) -> BlobServiceClient:
     """A client for ``location``'s account with the first credentials found (module doc)."""
     shown = location.display()
+    _guard_library_logs()
     kwargs: dict[str, object] = {
         # Our own retry loop is the only one: the SDK's default backoff starts at 15 s,
         # which would hide an outage for minutes and make failures unbounded in time.

@@ -8,13 +8,23 @@ never sees a half-written result folder. ``run_id`` is the UTC start time
 CSV cells that begin with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return are
 written with a leading apostrophe (OWASP "CSV injection"): a spreadsheet then shows
 text instead of running a formula. The raw value is recoverable with
-:func:`unescape_cell` (drop the apostrophe when the next character is one of those).
+:func:`unescape_cell` (drop one apostrophe when apostrophes and then one of those
+characters follow). A value that itself starts with apostrophes before such a character
+(``'=x``) gets one more, so every raw value comes back exactly.
+
+Lines end in CR LF (RFC 4180), so that a value holding a carriage return is quoted and
+stays one value for every reader.
+
+A results folder that cannot be written (disk full, permissions) fails with one
+:class:`ResultsError` naming the folder; the temporary folder is removed, so nothing
+half-written is left behind.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,18 +33,28 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from alertclf.errors import AlertclfError
+
 FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
 TMP_PREFIX = ".tmp-"
+# Values escaped on the way out: a trigger first, or apostrophes and then a trigger (else
+# "'=x" would be written as is and read back as "=x").
+_NEEDS_ESCAPE = re.compile(r"'*[=+\-@\t\r]")
+_ESCAPED = re.compile(r"'+[=+\-@\t\r]")
+
+
+class ResultsError(AlertclfError):
+    """The results folder could not be written; nothing of it is visible."""
 
 
 def escape_cell(value: Any) -> Any:
-    if isinstance(value, str) and value.startswith(FORMULA_TRIGGERS):
+    if isinstance(value, str) and _NEEDS_ESCAPE.match(value):
         return "'" + value
     return value
 
 
 def unescape_cell(value: Any) -> Any:
-    if isinstance(value, str) and len(value) > 1 and value[0] == "'" and value[1] in "=+-@\t\r":
+    if isinstance(value, str) and _ESCAPED.match(value):
         return value[1:]
     return value
 
@@ -49,7 +69,7 @@ def neutralise(frame: pd.DataFrame) -> pd.DataFrame:
         if pd.api.types.is_bool_dtype(series):
             continue
         text = series.astype("object")
-        risky = text.map(lambda v: isinstance(v, str) and v.startswith(FORMULA_TRIGGERS))
+        risky = text.map(lambda v: isinstance(v, str) and _NEEDS_ESCAPE.match(v) is not None)
         if risky.any():
             out[column] = text.where(~risky, "'" + text.astype(str))
     return out
@@ -60,7 +80,9 @@ def write_csv(frame: pd.DataFrame, path: str | Path) -> Path:
     path = Path(path)
     safe = neutralise(frame)
     with open(path, "w", encoding="utf-8", newline="") as handle:
-        safe.to_csv(handle, index=False, date_format="%Y-%m-%dT%H:%M:%S.%fZ")
+        # CRLF (RFC 4180): the csv writer then quotes every value holding a CR or LF. With
+        # "\n" it left a lone CR unquoted, and readers split that alert's row in two.
+        safe.to_csv(handle, index=False, date_format="%Y-%m-%dT%H:%M:%S.%fZ", lineterminator="\r\n")
         handle.flush()
         os.fsync(handle.fileno())
     return path
@@ -132,8 +154,8 @@ def write_results(
     final = root / run_id
     if tmp.exists():
         shutil.rmtree(tmp)
-    tmp.mkdir()
     try:
+        tmp.mkdir()
         for name, frame in tables.items():
             write_csv(frame, tmp / name)
         for name, data in documents.items():
@@ -147,6 +169,13 @@ def write_results(
         _fsync_dir(tmp)
         os.rename(tmp, final)
         _fsync_dir(root)
+    except OSError as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        # A full disk or a read-only mount is the operator's to fix, not a bug: one line.
+        raise ResultsError(
+            f"{root}: cannot write the results folder {run_id} "
+            f"({err.strerror or type(err).__name__}); nothing of it was kept"
+        ) from err
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

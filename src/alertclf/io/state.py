@@ -63,10 +63,19 @@ class StateStore:
             ) from None
 
     def save(self, state: RunState) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(f".tmp-{os.getpid()}")
-        with open(tmp, "w", encoding="utf-8") as handle:
-            json.dump(asdict(state), handle, sort_keys=True)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, self.path)
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            with open(tmp, "w", encoding="utf-8") as handle:
+                json.dump(asdict(state), handle, sort_keys=True)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, self.path)
+        except OSError as err:
+            # The old state stays in place (the replace is atomic), so the batch is
+            # processed again next time; say so in one line rather than a traceback.
+            tmp.unlink(missing_ok=True)
+            raise StateError(
+                f"{self.path}: cannot save the state ({err.strerror or type(err).__name__}); "
+                "the previous state is kept and this batch will be processed again"
+            ) from err
