@@ -10,7 +10,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 
 AZURITE := .tools/node_modules/.bin/azurite-blob
 
-.PHONY: run test lint format venv spark java tools browser ui clean reliability
+.PHONY: run test bench lint format venv spark java tools browser ui clean reliability
 
 venv: $(STAMP)
 
@@ -100,11 +100,19 @@ format: venv
 	$(VENV)/bin/ruff check --fix src tests entrypoints benchmarks
 	$(VENV)/bin/ruff format src tests entrypoints benchmarks
 
+# Everything but the long load and soak runs (marker `bench`: `make bench`).
 test: venv spark java tools browser lint
-	$(VENV)/bin/python -m pytest -q
+	$(VENV)/bin/python -m pytest -q -m "not bench"
 
-# The reliability suites alone (bad input, faults, security, load); they rewrite
-# RELIABILITY.md. `make test` runs them too.
+# Speed and memory beside the I/O floor (benchmarks/results.md), quality against ground
+# truth (benchmarks/quality.md), and the 500k-alert storm and 200-cycle scheduler soak.
+bench: venv tools
+	-$(VENV)/bin/python benchmarks/bench.py
+	-$(VENV)/bin/python benchmarks/quality.py
+	$(VENV)/bin/python -m pytest -q -m bench
+
+# The reliability suites alone (bad input, faults, security, load and soak); they
+# rewrite RELIABILITY.md. `make test` runs all but the load and soak (`make bench`).
 reliability: venv tools
 	$(VENV)/bin/python -m pytest -q tests/test_reliability_fuzz.py tests/test_reliability_faults.py \
 		tests/test_reliability_security.py tests/test_reliability_load.py

@@ -200,7 +200,7 @@ def test_kill_9_at_random_points_then_exactly_once(world, tmp_path, reliability)
     case = reliability(
         "faults.kill9",
         "SIGKILL of `alertclf classify` (a real process, real SQLite store, production model) "
-        "after 8 seeded delays spread over a measured clean run, plus os._exit at the two "
+        "after 5 seeded delays spread over a measured clean run, plus os._exit at the two "
         "commit points (after the results folder, after the MLflow run); after each: every "
         "visible results folder complete, state byte-identical (or the new complete one), "
         "then a clean re-run and every alert exactly once across the visible folders",
@@ -215,7 +215,7 @@ def test_kill_9_at_random_points_then_exactly_once(world, tmp_path, reliability)
     rng = random.Random(20261129)
     # Stratified over the run, denser in its second part: the first seconds are the
     # interpreter starting, the rest reads, classifies, writes and logs.
-    windows = [(0.15, 0.6, 3), (0.6, 1.0, 5)]
+    windows = [(0.15, 0.6, 2), (0.6, 1.0, 3)]
     delays = [
         clean_seconds * rng.uniform(low + i * (high - low) / n, low + (i + 1) * (high - low) / n)
         for low, high, n in windows

@@ -117,7 +117,7 @@ STORM = textwrap.dedent(
 )
 
 
-@pytest.mark.slow
+@pytest.mark.bench
 @pytest.mark.timeout(1200)
 def test_storm_of_500k_alerts_in_one_window(tmp_path, reliability) -> None:
     case = reliability(
@@ -169,7 +169,7 @@ def temp_entries(*folders: Path) -> int:
     return sum(len(os.listdir(f)) for f in folders if f.exists())
 
 
-@pytest.mark.slow
+@pytest.mark.bench
 @pytest.mark.timeout(3600)
 def test_scheduler_soak_200_cycles_no_growth(tmp_path, reliability) -> None:
     case = reliability(
