@@ -1,7 +1,10 @@
 """Fixtures shared by the whole suite."""
 
+import os
 import sys
 from pathlib import Path
+
+import pytest
 
 # tests/ is not a package: make its helper modules importable by name whatever pytest's
 # import mode (the default "prepend" mode already does this; "importlib" does not).
@@ -11,3 +14,20 @@ if _TESTS not in sys.path:
 
 from azurite import azurite, azurite_server, fresh_azurite  # noqa: E402, F401
 from reliability import pytest_runtest_makereport, pytest_sessionfinish, reliability  # noqa: E402, F401
+
+
+@pytest.fixture
+def isolated_tracking(monkeypatch):
+    """No MLflow store, run or fault hook leaks into a test through the environment,
+    nor out of it (also not the HTTP retry caps ``configure_tracking`` sets for servers)."""
+    from alertclf import tracking
+    from alertclf.flows import FAULT_ENV
+
+    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", FAULT_ENV,
+                 *tracking.HTTP_RETRY_DEFAULTS):  # fmt: skip
+        monkeypatch.delenv(name, raising=False)
+    tracking._SET_BY_US.clear()
+    yield
+    tracking._SET_BY_US.clear()
+    for name in tracking.HTTP_RETRY_DEFAULTS:
+        os.environ.pop(name, None)

@@ -11,11 +11,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from alertclf import tracking
-from alertclf.flows import FAULT_ENV
 from alertclf.scheduler import LOCK_FILE, SchedulerError, SchedulerLockedError
 from alertclf.settings import Settings
 from alertclf.simulate import SimulationConfig, simulate, write_simulation
+
+# Each test decides its own MLflow store; nothing leaks through the environment.
+pytestmark = pytest.mark.usefixtures("isolated_tracking")
 
 FAST = {"algorithm": "kmeans", "kmeans_k_min": 4, "kmeans_k_max": 9}
 
@@ -24,15 +25,6 @@ FAST = {"algorithm": "kmeans", "kmeans_k_min": 4, "kmeans_k_max": 9}
 def scenario(tmp_path_factory) -> dict[str, Path]:
     out = tmp_path_factory.mktemp("scenario")
     return write_simulation(simulate(SimulationConfig(seed=6, days=0.5)), out)
-
-
-@pytest.fixture(autouse=True)
-def isolated_tracking(monkeypatch):
-    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", FAULT_ENV):
-        monkeypatch.delenv(name, raising=False)
-    tracking._SET_BY_US.clear()
-    yield
-    tracking._SET_BY_US.clear()
 
 
 def test_importing_alertclf_is_cheap_and_the_scheduler_class_loads_on_first_use():

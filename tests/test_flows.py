@@ -21,6 +21,9 @@ from alertclf.flows import FAULT_ENV, FlowError, classify, promote, retrain
 from alertclf.settings import Settings
 from alertclf.simulate import SimulationConfig, simulate, write_simulation
 
+# Each test decides its own MLflow store; nothing leaks through the environment.
+pytestmark = pytest.mark.usefixtures("isolated_tracking")
+
 # Small, quick models: k-means over a short range.
 FAST = {"algorithm": "kmeans", "kmeans_k_min": 4, "kmeans_k_max": 9}
 
@@ -30,16 +33,6 @@ def scenario(tmp_path_factory) -> dict[str, Path]:
     out = tmp_path_factory.mktemp("scenario")
     sim = simulate(SimulationConfig(seed=11, days=1.5, scenario="mixed"))
     return write_simulation(sim, out)
-
-
-@pytest.fixture(autouse=True)
-def isolated_tracking(monkeypatch):
-    """Each test decides its own store; nothing leaks through the environment."""
-    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", FAULT_ENV):
-        monkeypatch.delenv(name, raising=False)
-    tracking._SET_BY_US.clear()
-    yield
-    tracking._SET_BY_US.clear()
 
 
 def settings(**extra) -> Settings:

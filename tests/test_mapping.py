@@ -18,6 +18,7 @@ from alertclf.graph import load_graph, synthetic_layered_graph
 from alertclf.mapping import (
     ENRICHMENT_COLUMNS,
     MAPPING_COLUMNS,
+    NEIGHBOUR_LIST_LIMIT,
     ServiceMapper,
     enrich_alerts,
     mapping_statistics,
@@ -439,6 +440,16 @@ def test_enrich_alerts_adds_columns_and_keeps_every_alert(shop):
     for column in ("mapped_service", "mapping_method", "dependencies", "dependants"):
         assert out[column].dtype == "str"
         assert not out[column].isna().any()
+
+
+def test_long_neighbour_lists_keep_the_first_names_and_count_the_rest():
+    # A gateway calling 25 services: its alerts carry 10 names and "+15 more", not 25.
+    G = nx.DiGraph([("gateway", f"svc-{i:02d}") for i in range(25)])
+    alerts = pd.DataFrame({"service": ["gateway", "svc-03"]})
+    out = enrich_alerts(alerts, G, Settings())
+    listed = out.loc[0, "dependencies"].split("|")
+    assert listed == [*(f"svc-{i:02d}" for i in range(NEIGHBOUR_LIST_LIMIT)), "+15 more"]
+    assert out.loc[1, "dependants"] == "gateway"
 
 
 def test_enrich_alerts_reuses_a_mapper_and_rejects_frames_without_service(shop):

@@ -13,10 +13,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from alertclf import plots, tracking
-from alertclf.flows import FAULT_ENV, retrain
+from alertclf import plots
+from alertclf.flows import retrain
 from alertclf.settings import Settings
 from alertclf.simulate import SimulationConfig, simulate, write_simulation
+
+# Each test decides its own MLflow store; nothing leaks through the environment.
+pytestmark = pytest.mark.usefixtures("isolated_tracking")
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 T0 = pd.Timestamp("2026-01-05 10:00:00", tz="UTC")
@@ -172,15 +175,6 @@ def test_importing_plots_selects_no_backend():
 def scenario(tmp_path_factory):
     sim = simulate(SimulationConfig(seed=3, days=1.0, scenario="mixed"))
     return write_simulation(sim, tmp_path_factory.mktemp("scenario"))
-
-
-@pytest.fixture(autouse=True)
-def isolated_tracking(monkeypatch):
-    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", FAULT_ENV):
-        monkeypatch.delenv(name, raising=False)
-    tracking._SET_BY_US.clear()
-    yield
-    tracking._SET_BY_US.clear()
 
 
 FAST = Settings(algorithm="kmeans", kmeans_k_min=4, kmeans_k_max=8)

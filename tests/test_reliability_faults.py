@@ -47,25 +47,15 @@ from alertclf.io.state import RunState, StateError, StateStore
 from alertclf.settings import Settings
 from alertclf.simulate import SimulationConfig, simulate, write_simulation
 
+# Each test decides its own MLflow store; nothing leaks through the environment.
+pytestmark = pytest.mark.usefixtures("isolated_tracking")
+
 ROOT = Path(__file__).resolve().parents[1]
 FAST = {"algorithm": "kmeans", "kmeans_k_min": 4, "kmeans_k_max": 8}
 SETTINGS = Settings(**FAST)
 MODEL = "alert-clustering"
 STATE = Path(".state") / "state.json"
 CLEAN_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", FAULT_ENV)
-
-
-@pytest.fixture(autouse=True)
-def isolated_tracking(monkeypatch):
-    """Each test decides its own store; nothing leaks through the environment (also not
-    the HTTP retry defaults that ``configure_tracking`` sets for a server)."""
-    for name in (*CLEAN_ENV, *tracking.HTTP_RETRY_DEFAULTS):
-        monkeypatch.delenv(name, raising=False)
-    tracking._SET_BY_US.clear()
-    yield
-    tracking._SET_BY_US.clear()
-    for name in tracking.HTTP_RETRY_DEFAULTS:
-        os.environ.pop(name, None)
 
 
 def child_env(**extra: str) -> dict[str, str]:

@@ -39,7 +39,7 @@ from hypothesis import strategies as st
 
 from alertclf import tracking
 from alertclf.cli import main
-from alertclf.flows import FAULT_ENV, retrain
+from alertclf.flows import retrain
 from alertclf.graph import GraphError, graph_features, load_graph, synthetic_layered_graph
 from alertclf.io.alerts import TIMESTAMP_MAX, TIMESTAMP_MIN, InputError, read_alert_source
 from alertclf.io.alerts import read_alerts as read_alert_files
@@ -47,6 +47,9 @@ from alertclf.io.sources import Source
 from alertclf.pipeline import GraphContext
 from alertclf.settings import Settings
 from alertclf.simulate import SimulationConfig, simulate, write_simulation
+
+# Each test decides its own MLflow store; nothing leaks through the environment.
+pytestmark = pytest.mark.usefixtures("isolated_tracking")
 
 ROOT = Path(__file__).resolve().parents[1]
 DATASETS = ROOT.parent / "shared" / "datasets"
@@ -61,16 +64,6 @@ HYPOTHESIS = settings(
     ],
 )
 MEGABYTE = 1 << 20
-
-
-@pytest.fixture(autouse=True)
-def isolated_tracking(monkeypatch):
-    """Each test decides its own store; nothing leaks through the environment."""
-    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", FAULT_ENV):
-        monkeypatch.delenv(name, raising=False)
-    tracking._SET_BY_US.clear()
-    yield
-    tracking._SET_BY_US.clear()
 
 
 # --- hostile alert tables ------------------------------------------------------------------------

@@ -31,14 +31,7 @@ CLEAN_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", FAU
 GIB = 2**30
 MIB = 2**20
 
-
-@pytest.fixture(autouse=True)
-def isolated_tracking(monkeypatch):
-    for name in CLEAN_ENV:
-        monkeypatch.delenv(name, raising=False)
-    tracking._SET_BY_US.clear()
-    yield
-    tracking._SET_BY_US.clear()
+pytestmark = pytest.mark.usefixtures("isolated_tracking")
 
 
 def child_env(**extra: str) -> dict[str, str]:

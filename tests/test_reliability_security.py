@@ -61,16 +61,11 @@ FAKE_SAS = (
 
 
 @pytest.fixture(autouse=True)
-def isolated_tracking(monkeypatch):
-    """Each test decides its own store; no Azure or MLflow settings leak in or out."""
+def no_azure_settings(monkeypatch, isolated_tracking):
+    """Each test decides its own store; no Azure settings leak in or out either."""
     for name in list(os.environ):
         if name.startswith(("AZURE_STORAGE_", "ALERTCLF_AZURE_")):
             monkeypatch.delenv(name)
-    for name in (*CLEAN_ENV, *tracking.HTTP_RETRY_DEFAULTS):
-        monkeypatch.delenv(name, raising=False)
-    tracking._SET_BY_US.clear()
-    yield
-    tracking._SET_BY_US.clear()
 
 
 def child_env(**extra: str) -> dict[str, str]:

@@ -11,13 +11,16 @@ import mlflow
 import pandas as pd
 import pytest
 
-from alertclf import plots, report, tracking
+from alertclf import plots, report
 from alertclf.contracts import RESULT_FILES
-from alertclf.flows import FAULT_ENV, classify
+from alertclf.flows import classify
 from alertclf.io.results import write_results
 from alertclf.report import CHARTS_DIR, REPORT_FILE, render_report
 from alertclf.settings import Settings
 from alertclf.simulate import SimulationConfig, simulate, write_simulation
+
+# Each test decides its own MLflow store; nothing leaks through the environment.
+pytestmark = pytest.mark.usefixtures("isolated_tracking")
 
 EVIL = '<script>alert("x")</script>'
 T0 = pd.Timestamp("2026-01-05 10:00:00", tz="UTC")
@@ -175,15 +178,6 @@ def test_write_results_files_are_optional_and_stay_inside_the_folder(tmp_path):
 def scenario(tmp_path_factory):
     sim = simulate(SimulationConfig(seed=3, days=1.0, scenario="mixed"))
     return write_simulation(sim, tmp_path_factory.mktemp("scenario"))
-
-
-@pytest.fixture(autouse=True)
-def isolated_tracking(monkeypatch):
-    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", FAULT_ENV):
-        monkeypatch.delenv(name, raising=False)
-    tracking._SET_BY_US.clear()
-    yield
-    tracking._SET_BY_US.clear()
 
 
 FAST = Settings(algorithm="kmeans", kmeans_k_min=4, kmeans_k_max=8)

@@ -27,7 +27,6 @@ import pytest
 
 from alertclf import tracking
 from alertclf.cli import main
-from alertclf.flows import FAULT_ENV
 from alertclf.scheduler import (
     CLASSIFY,
     LOCK_FILE,
@@ -48,21 +47,13 @@ ROOT = Path(__file__).resolve().parents[1]
 FAST = {"algorithm": "kmeans", "kmeans_k_min": 4, "kmeans_k_max": 9}
 SECOND = 1 / 60  # one second, in the scheduler's minutes
 
+pytestmark = pytest.mark.usefixtures("isolated_tracking")
+
 
 @pytest.fixture(scope="module")
 def scenario(tmp_path_factory) -> dict[str, Path]:
     out = tmp_path_factory.mktemp("scenario")
     return write_simulation(simulate(SimulationConfig(seed=5, days=0.5)), out)
-
-
-@pytest.fixture(autouse=True)
-def isolated_tracking(monkeypatch):
-    """Each test decides its own store; nothing leaks through the environment."""
-    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", FAULT_ENV):
-        monkeypatch.delenv(name, raising=False)
-    tracking._SET_BY_US.clear()
-    yield
-    tracking._SET_BY_US.clear()
 
 
 def config(tmp_path: Path, scenario: dict[str, Path], **options) -> SchedulerConfig:

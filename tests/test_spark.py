@@ -25,13 +25,13 @@ import pytest
 
 from alertclf import tracking
 from alertclf.contracts import CANONICAL_COLUMNS, RESULT_FILES
-from alertclf.flows import FAULT_ENV, classify, load_inputs, replay, retrain
+from alertclf.flows import classify, load_inputs, replay, retrain
 from alertclf.pipeline import prepare_batch, score_batch
 from alertclf.settings import Settings
 from alertclf.simulate import SimulationConfig, simulate
 from alertclf.topology import generate_topology
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("isolated_tracking")]
 
 FAST = {"algorithm": "kmeans", "kmeans_k_min": 4, "kmeans_k_max": 9}
 MASTER = "local[2]"
@@ -56,15 +56,6 @@ def spark():
 
     # No Java fails here, with the message naming the package to install.
     return spark_session(MASTER)
-
-
-@pytest.fixture(autouse=True)
-def isolated_tracking(monkeypatch):
-    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", FAULT_ENV):
-        monkeypatch.delenv(name, raising=False)
-    tracking._SET_BY_US.clear()
-    yield
-    tracking._SET_BY_US.clear()
 
 
 def settings(**extra) -> Settings:
