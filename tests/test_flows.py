@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from alertclf import tracking
-from alertclf.contracts import FINAL_COLUMNS, INCIDENT_COLUMNS, RESULT_FILES
+from alertclf.contracts import DERIVED_RESULT_FILES, FINAL_COLUMNS, INCIDENT_COLUMNS, RESULT_FILES
 from alertclf.flows import FAULT_ENV, FlowError, classify, promote, retrain
 from alertclf.settings import Settings
 from alertclf.simulate import SimulationConfig, simulate, write_simulation
@@ -152,7 +152,9 @@ def test_classify_uses_production_and_records_it(scenario, tmp_path):
     assert run.data.metrics["rows_new"] == len(final)
     client = mlflow.MlflowClient()
     logged = {a.path for a in client.list_artifacts(run.info.run_id, "results")}
-    assert "results/incident_groups.csv" in logged
+    assert {"results/incident_groups.csv", "results/alert_consolidation_final.csv"} <= logged
+    # the two views of the final table stay in the results folder only
+    assert not {f"results/{name}" for name in DERIVED_RESULT_FILES} & logged
 
 
 def test_classify_bootstraps_a_first_model_when_the_registry_is_empty(scenario, tmp_path):

@@ -151,6 +151,7 @@ class CallerIndex:
         self._pred = {str(n): [str(p) for p in graph.predecessors(n)] for n in graph.nodes}
         self._succ = {str(n): {str(s) for s in graph.successors(n)} for n in graph.nodes}
         self._cache: dict[str, dict[str, int]] = {}
+        self._down_cache: dict[str, dict[str, int]] = {}
         self._pred_set: dict[str, set[str]] = {}
 
     def __contains__(self, node: str) -> bool:
@@ -172,6 +173,28 @@ class CallerIndex:
                     hops[caller] = depth + 1
                     queue.append(caller)
         self._cache[node] = hops
+        return hops
+
+    def callees(self, node: str) -> dict[str, int]:
+        """Services ``node`` depends on within ``max_hops`` hops, with their hop count
+        (``node`` itself at 0): the roots an alert on ``node`` may be a symptom of. The
+        same distances as :meth:`callers` seen from the other end, so one lookup per
+        candidate group replaces a cone walk from each group's root."""
+        cached = self._down_cache.get(node)
+        if cached is not None:
+            return cached
+        hops = {node: 0}
+        queue = deque([node])
+        while queue:
+            current = queue.popleft()
+            depth = hops[current]
+            if depth == self.max_hops:
+                continue
+            for callee in self._succ.get(current, ()):
+                if callee not in hops:
+                    hops[callee] = depth + 1
+                    queue.append(callee)
+        self._down_cache[node] = hops
         return hops
 
     def dependencies(self, node: str) -> set[str]:
@@ -323,10 +346,11 @@ class _Grouper:
         self.root_lag = max(1, settings.time_window_minutes // 3) * NS_PER_MINUTE
         self.active: dict[str, Group] = {}
         self.touched: dict[str, Group] = {}
-        # service key -> ids of active groups it is a member of: a new alert can only
-        # join a group holding its service or one of its dependencies (the evidence
-        # rule), so these buckets are all the candidates there are.
-        self.members_of: dict[str, set[str]] = {}
+        # service key -> {id of an active group it is a member of: its first alert
+        # there}: a new alert can only join a group holding its service or one of its
+        # dependencies (the evidence rule), so these buckets are all the candidates
+        # there are, and they carry the onsets the scoring needs.
+        self.members_of: dict[str, dict[str, int]] = {}
         self.last_sweep: int | None = None
         # (service key, alert name) -> [group id, last alert ns, alerts, hosts]: a
         # re-firing alert stays with the group its first occurrence went to.
@@ -347,13 +371,13 @@ class _Grouper:
     def _open(self, group: Group) -> None:
         self.active[group.group_id] = group
         for member in group.members:
-            self.members_of.setdefault(member, set()).add(group.group_id)
+            self.members_of.setdefault(member, {})[group.group_id] = group.members[member][0]
 
     def _close(self, group: Group) -> None:
         for member in group.members:
             bucket = self.members_of.get(member)
             if bucket is not None:
-                bucket.discard(group.group_id)
+                bucket.pop(group.group_id, None)
                 if not bucket:
                     del self.members_of[member]
         self.active.pop(group.group_id, None)
@@ -410,7 +434,7 @@ class _Grouper:
             span = None
         if span is None:
             if key not in group.members:
-                self.members_of.setdefault(key, set()).add(group.group_id)
+                self.members_of.setdefault(key, {})[group.group_id] = t
             span = group.members.setdefault(key, [t, t])
         if t > span[1]:
             span[1] = t
@@ -463,33 +487,55 @@ class _Grouper:
 
     def _best_candidate(self, t: int, key: str, is_symptom: bool) -> Group | None:
         """The group that best explains an alert on ``key`` (see :func:`_score`)."""
+        active = self.active
+        dependencies = self.index.dependencies(key)
+        # Hops from ``key`` down to each root it may be a symptom of; an unmapped
+        # service is only ever its own root.
+        below = self.index.callees(key) if key in self.index else {key: 0}
         # Evidence first: groups holding this service or one of its direct dependencies,
         # with the latest onset of such a member -- found from the member buckets, so
         # no group is scanned member by member.
         evidence: dict[str, int] = {}
-        active = self.active
-        for member in (key, *self.index.dependencies(key)):
-            for gid in self.members_of.get(member, ()):
-                group = active.get(gid)
-                if group is None:
+        if is_symptom:
+            members_of = self.members_of
+            # A gateway has hundreds of dependencies, few of them alerting: intersect
+            # (in C) rather than probe each one.
+            alerting = dependencies & members_of.keys() if len(dependencies) > 8 else dependencies
+            for member in (key, *alerting):
+                bucket = members_of.get(member)
+                if not bucket:
                     continue
-                onset = group.members[member][0]
-                if onset <= t and onset > evidence.get(gid, -1):
-                    evidence[gid] = onset
-        best, best_score = None, None
-        # Sorted: equal scores must resolve the same way in every process.
-        for gid in sorted(evidence):
+                for gid, onset in bucket.items():
+                    if onset <= t and onset > evidence.get(gid, -1):
+                        evidence[gid] = onset
+        else:
+            # On a caller, only symptoms join (a CPU alert there is its own problem): the
+            # only candidates are groups rooted at ``key``, which always hold ``key``.
+            for gid in self.members_of.get(key, ()):
+                group = active.get(gid)
+                if group is None or group.root != key:
+                    continue
+                onsets = [
+                    span[0]
+                    for member, span in group.members.items()
+                    if (member == key or member in dependencies) and span[0] <= t
+                ]
+                if onsets:
+                    evidence[gid] = max(onsets)
+        best, best_score, best_id = None, None, ""
+        for gid, onset in evidence.items():
             group = active[gid]
             if t - group.last_seen > self.window or t - group.start > self.max_span:
                 self._close(group)
                 continue
-            hops = self._cone(group.root).get(key)
-            # On a caller, only symptoms join: a CPU alert there is its own problem.
+            hops = below.get(group.root)
             if hops is None or (hops > 0 and not is_symptom):
                 continue
-            score = _score(group, hops, evidence[gid])
-            if best_score is None or score > best_score:
-                best, best_score = group, score
+            score = _score(group, hops, onset)
+            # Equal scores go to the smallest id: the same choice in every process,
+            # whatever order the buckets (sets) iterate in.
+            if best_score is None or score > best_score or (score == best_score and gid < best_id):
+                best, best_score, best_id = group, score, gid
         return best
 
     def _reroot(self, t: int, key: str, family: str) -> Group | None:

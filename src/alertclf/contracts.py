@@ -120,6 +120,13 @@ RESULT_FILES: tuple[str, ...] = (
     "rejected_alerts.csv",
     "run_metadata.json",
 )
+# Views of alert_consolidation_final.csv (a subset and a reordering of its rows): written
+# to the results folder for readers, but not copied into MLflow's artifact store, where
+# they would double the bytes every run stores (1 GiB more per million alerts).
+DERIVED_RESULT_FILES: tuple[str, ...] = (
+    "deduplicated_alerts.csv",
+    "alerts_by_cluster_detailed.csv",
+)
 
 # --- ground truth written by the simulator ---------------------------------------------
 TRUTH_COLUMNS: tuple[str, ...] = (

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from alertclf import __version__, tracking
-from alertclf.contracts import RESULT_FILES
+from alertclf.contracts import DERIVED_RESULT_FILES, RESULT_FILES
 from alertclf.errors import AlertclfError
 from alertclf.io.alerts import AlertBatch, read_alerts
 from alertclf.io.results import new_run_id, remove_stale_temporaries, write_results
@@ -336,12 +336,18 @@ def _recent_ids(
     if not watermark:
         return {}
     lower = _utc(watermark) - pd.Timedelta(minutes=settings.late_arrival_minutes)
-    ids = dict(state.recent_ids)
+    ids = {k: v for k, v in state.recent_ids.items() if _utc(v) >= lower}
     if len(new):
+        # Vectorised: only the alerts inside the window are kept (a few thousand of a
+        # million-alert backfill), so only those are formatted.
         ts = pd.to_datetime(new["timestamp"], utc=True)
-        for alert_id, stamp in zip(new["alert_id"].astype(str), ts, strict=True):
-            ids[alert_id] = stamp.isoformat()
-    return {k: v for k, v in ids.items() if _utc(v) >= lower}
+        inside = (ts >= lower).to_numpy()
+        alert_ids = new["alert_id"].astype(str).to_numpy(dtype=object)
+        for alert_id in set(alert_ids[~inside].tolist()) & ids.keys():
+            del ids[alert_id]  # seen again, now older than the window
+        stamps = [stamp.isoformat() for stamp in ts[inside]]
+        ids.update(zip(alert_ids[inside].tolist(), stamps, strict=True))
+    return ids
 
 
 def _supersede_uncommitted(output: Path, state: RunState) -> None:
@@ -426,7 +432,8 @@ def _log_classify(
             "model.bootstrapped": str(metadata["bootstrapped_model"]),
         }
     )
-    tracking.log_files([folder / name for name in RESULT_FILES], artifact_path="results")
+    logged = [folder / name for name in RESULT_FILES if name not in DERIVED_RESULT_FILES]
+    tracking.log_files(logged, artifact_path="results")
     tracking.log_files([folder / REPORT_FILE], artifact_path="results")
     tracking.log_files(sorted((folder / CHARTS_DIR).glob("*.png")), artifact_path="results/charts")
 

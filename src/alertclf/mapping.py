@@ -89,6 +89,7 @@ def neighbour_cell(names: list[str], limit: int = NEIGHBOUR_LIST_LIMIT) -> str:
         return NEIGHBOUR_SEPARATOR.join(names)
     return NEIGHBOUR_SEPARATOR.join([*names[:limit], f"+{len(names) - limit} more"])
 
+
 # Confidence per key level (see the module docstring); fuzzy stays below all of them.
 _LEVEL_CONFIDENCE = (0.98, 0.95, 0.90, 0.85)
 FUZZY_MAX_CONFIDENCE = 0.8
