@@ -586,6 +586,18 @@ def test_huge_field_beyond_parser_block(tmp_path: Path) -> None:
     assert batch.alerts["description"].str.len().tolist() == [10_000, 5]
 
 
+def test_ragged_row_with_a_field_over_the_csv_module_limit_is_rejected(tmp_path: Path) -> None:
+    # Found by the fuzz suite: a row cut short (too few fields) that holds a field over
+    # the csv module's 128 KiB limit crashed the reader instead of being rejected.
+    big = "x" * 200_000
+    text = f"timestamp,service,alert_name,description\n2024-01-01,a,X,ok\n2024-01-02,{big}\n"
+    batch = read(tmp_path, "ragged.csv", text)
+    assert batch.rows_read == 2
+    assert batch.alerts["service"].tolist() == ["a"]
+    assert len(batch.rejected) == 1
+    assert batch.rejected["reject_reason"].iloc[0] == "row has 2 fields, header has 4"
+
+
 # --- ids ---------------------------------------------------------------------------------
 def test_derived_ids_are_stable_and_distinct_for_identical_rows(tmp_path: Path) -> None:
     row = "2024-01-01T00:00:00Z,api,HighCPU,warning\n"

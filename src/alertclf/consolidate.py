@@ -140,10 +140,11 @@ class ConsolidationState:
 
 
 class CallerIndex:
-    """Callers of a node within ``max_hops`` (with their hop count), computed on demand.
+    """Callers and callees of a node within ``max_hops`` (with their hop counts),
+    computed on demand.
 
-    Kept per graph and reused across batches; a BFS over the reversed adjacency only
-    touches the upstream cone of one node.
+    Kept per graph and reused across batches; a BFS from one node only touches its own
+    upstream (or downstream) cone.
     """
 
     def __init__(self, graph: nx.DiGraph, max_hops: int) -> None:
@@ -158,29 +159,19 @@ class CallerIndex:
         return node in self._pred
 
     def callers(self, node: str) -> dict[str, int]:
-        cached = self._cache.get(node)
-        if cached is not None:
-            return cached
-        hops = {node: 0}
-        queue = deque([node])
-        while queue:
-            current = queue.popleft()
-            depth = hops[current]
-            if depth == self.max_hops:
-                continue
-            for caller in self._pred.get(current, ()):
-                if caller not in hops:
-                    hops[caller] = depth + 1
-                    queue.append(caller)
-        self._cache[node] = hops
-        return hops
+        """Services calling ``node`` within ``max_hops`` hops, with their hop count
+        (``node`` itself at 0): where a fault at ``node`` may show as symptoms."""
+        return self._within(node, self._pred, self._cache)
 
     def callees(self, node: str) -> dict[str, int]:
         """Services ``node`` depends on within ``max_hops`` hops, with their hop count
         (``node`` itself at 0): the roots an alert on ``node`` may be a symptom of. The
         same distances as :meth:`callers` seen from the other end, so one lookup per
         candidate group replaces a cone walk from each group's root."""
-        cached = self._down_cache.get(node)
+        return self._within(node, self._succ, self._down_cache)
+
+    def _within(self, node: str, edges, cache: dict[str, dict[str, int]]) -> dict[str, int]:
+        cached = cache.get(node)
         if cached is not None:
             return cached
         hops = {node: 0}
@@ -190,11 +181,11 @@ class CallerIndex:
             depth = hops[current]
             if depth == self.max_hops:
                 continue
-            for callee in self._succ.get(current, ()):
-                if callee not in hops:
-                    hops[callee] = depth + 1
-                    queue.append(callee)
-        self._down_cache[node] = hops
+            for neighbour in edges.get(current, ()):
+                if neighbour not in hops:
+                    hops[neighbour] = depth + 1
+                    queue.append(neighbour)
+        cache[node] = hops
         return hops
 
     def dependencies(self, node: str) -> set[str]:

@@ -30,7 +30,7 @@ from alertclf import __version__, tracking
 from alertclf.contracts import DERIVED_RESULT_FILES, RESULT_FILES
 from alertclf.errors import AlertclfError
 from alertclf.io.alerts import AlertBatch, read_alerts
-from alertclf.io.results import new_run_id, remove_stale_temporaries, write_results
+from alertclf.io.results import Table, new_run_id, remove_stale_temporaries, write_results
 from alertclf.io.state import RunState, StateStore
 from alertclf.pipeline import (
     BatchResult,
@@ -182,6 +182,7 @@ def classify(
         t0 = time.perf_counter()
         prepared = prepare_batch(new, context, settings, state.pipeline_state())
         result = score_batch(prepared, loaded.predict, loaded.profiles, context, settings)
+        del prepared  # its feature matrix (300 MB a million alerts) is not needed to write
         stage_times["pipeline"] = round(time.perf_counter() - t0, 4)
         stage_times.update(result.timings)
         watermark_after = _new_watermark(state, new)
@@ -272,17 +273,22 @@ def classify(
     )
 
 
-def result_tables(result: BatchResult, batch: AlertBatch) -> dict[str, pd.DataFrame]:
-    """The CSV files of DESIGN §3 for one batch."""
+def result_tables(result: BatchResult, batch: AlertBatch) -> dict[str, Table]:
+    """The CSV files of DESIGN §3 for one batch.
+
+    The two views of the alert table are functions, called when their file is written:
+    each is a full copy of the alerts (about 1 GiB per million), and building both up
+    front held three copies at once at the peak of a run."""
     alerts = result.alerts
-    detailed = alerts.sort_values(["cluster_rank", "timestamp", "alert_id"], kind="stable")
     return {
         "alert_consolidation_final.csv": alerts,
         "cluster_summary.csv": result.cluster_summary,
         "ranked_clusters.csv": result.clusters,
         "incident_groups.csv": result.incidents,
-        "deduplicated_alerts.csv": alerts[~alerts["is_duplicate"].astype(bool)],
-        "alerts_by_cluster_detailed.csv": detailed,
+        "deduplicated_alerts.csv": lambda: alerts[~alerts["is_duplicate"].astype(bool)],
+        "alerts_by_cluster_detailed.csv": lambda: alerts.sort_values(
+            ["cluster_rank", "timestamp", "alert_id"], kind="stable"
+        ),
         "mapping_statistics.csv": result.mapping,
         "rejected_alerts.csv": batch.rejected,
     }
@@ -906,7 +912,7 @@ def combine_batches(
     profiles: dict[int, dict],
     context: GraphContext,
     settings: Settings,
-) -> dict[str, pd.DataFrame]:
+) -> dict[str, Table]:
     """One results set from many batches: every alert; each incident as last seen."""
     from alertclf.mapping import mapping_statistics
     from alertclf.pipeline import cluster_summary, order_columns

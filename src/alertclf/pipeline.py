@@ -35,6 +35,13 @@ logger = logging.getLogger(__name__)
 
 Predictor = Callable[[pd.DataFrame], pd.DataFrame]
 BATCH_SILHOUETTE_SAMPLE = 4_000
+# Davies-Bouldin and Calinski-Harabasz of a batch are computed on at most this many
+# alerts: standardising a million rows of features would hold three copies of the
+# matrix (about 1 GB) at the peak of the run, for numbers a sample estimates as well.
+BATCH_METRICS_SAMPLE = 50_000
+# Rows per call of the model: its predictions are row by row, and the scaled, projected
+# and distance matrices of a million rows at once would be the peak of the run.
+PREDICT_CHUNK_ROWS = 200_000
 
 
 @dataclass
@@ -156,9 +163,21 @@ def score_batch(
 ) -> BatchResult:
     """Clusters (by ``predict``), names, root causes, importance and ranks."""
     timings = dict(prepared.timings)
-    alerts = prepared.alerts.copy()
+    # Only whole columns are assigned below: with copy-on-write a shallow copy keeps
+    # ``prepared.alerts`` intact without a second copy of a million rows.
+    alerts = prepared.alerts.copy(deep=False)
     with _timed(timings, "clustering"):
-        details = predict(prepared.features) if len(alerts) else _empty_details()
+        details = (
+            pd.concat(
+                [
+                    predict(prepared.features.iloc[start : start + PREDICT_CHUNK_ROWS])
+                    for start in range(0, len(alerts), PREDICT_CHUNK_ROWS)
+                ],
+                ignore_index=True,
+            )
+            if len(alerts)
+            else _empty_details()
+        )
         details.index = alerts.index
         alerts["cluster_id"] = details["cluster_id"].astype(np.int64)
         alerts["cluster_confidence"] = details["cluster_confidence"].astype(np.float64).round(4)
@@ -264,7 +283,8 @@ def cluster_summary(alerts: pd.DataFrame, profiles: dict[int, dict]) -> pd.DataF
 def batch_statistics(
     features: pd.DataFrame, alerts: pd.DataFrame, settings: Settings
 ) -> dict[str, float]:
-    """Cluster quality on this batch (standardised feature space, sampled silhouette)."""
+    """Cluster quality on this batch (standardised feature space; silhouette on a sample,
+    the other cluster metrics on at most ``BATCH_METRICS_SAMPLE`` alerts)."""
     from alertclf.clustering import cluster_metrics
 
     n = len(alerts)
@@ -279,6 +299,11 @@ def batch_statistics(
         "compression_ratio": float(n / max(alerts["group_id"].nunique(), 1)) if n else 0.0,
     }
     if n >= 3:
+        labels = alerts["cluster_id"].to_numpy()
+        if n > BATCH_METRICS_SAMPLE:
+            rng = np.random.default_rng(settings.random_state)
+            rows = np.sort(rng.choice(n, BATCH_METRICS_SAMPLE, replace=False))
+            features, labels = features.iloc[rows], labels[rows]
         values = features.to_numpy(dtype=np.float64)
         scale = values.std(axis=0)
         scale[scale == 0] = 1.0
@@ -287,7 +312,7 @@ def batch_statistics(
         # well enough, and its cost grows with the square of the sample.
         metrics = cluster_metrics(
             standardised,
-            alerts["cluster_id"].to_numpy(),
+            labels,
             min(settings.silhouette_sample_size, BATCH_SILHOUETTE_SAMPLE),
             settings.random_state,
         )

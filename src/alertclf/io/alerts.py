@@ -664,7 +664,8 @@ def _parse_fast(
         # only the robust reader can split it up again.
         if number is None or "\n" in text or "\r" in text:
             return None
-        fields = next(csv.reader([text], delimiter=delimiter), [])
+        with _csv_field_limit():  # the row may hold a huge field
+            fields = next(csv.reader([text], delimiter=delimiter), [])
         # pyarrow counts records from 1 for the header, blank lines not included.
         malformed.append((number - 1, fields, f"row has {_fields(n_fields)}, header has {width}"))
     total = len(frame) + len(malformed)

@@ -26,6 +26,7 @@ import json
 import os
 import re
 import shutil
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,10 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from alertclf.errors import AlertclfError
+
+# A result table, or a function that builds it when its file is written (large views
+# of another table, so that they do not all sit in memory at once).
+Table = pd.DataFrame | Callable[[], pd.DataFrame]
 
 FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
 TMP_PREFIX = ".tmp-"
@@ -170,7 +175,7 @@ def new_run_id(root: Path, now: datetime | None = None) -> str:
 def write_results(
     root: str | Path,
     run_id: str,
-    tables: dict[str, pd.DataFrame],
+    tables: Mapping[str, Table],
     documents: dict[str, Any],
     files: dict[str, bytes | Path] | None = None,
 ) -> Path:
@@ -192,8 +197,8 @@ def write_results(
         shutil.rmtree(tmp)
     try:
         tmp.mkdir()
-        for name, frame in tables.items():
-            write_csv(frame, tmp / name)
+        for name, table in tables.items():
+            write_csv(table() if callable(table) else table, tmp / name)
         for name, data in documents.items():
             write_json(data, tmp / name)
         for name, content in files.items():
