@@ -157,12 +157,7 @@ def classify(
     started = time.perf_counter()
     stage_times: dict[str, float] = {}
     output = Path(output)
-    tracking_cfg = tracking.configure_tracking(models)
-    output.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(output)
-    store = StateStore(output)
-    state = store.load()
-    _supersede_uncommitted(output, state)
+    tracking_cfg, store, state = open_output(output, models)
 
     t0 = time.perf_counter()
     batch, context = load_inputs(
@@ -173,7 +168,6 @@ def classify(
     logger.info("%d new alerts to classify (%s)", len(new), skipped)
 
     run_id = new_run_id(output)
-    model_name = settings.model_name
     with tracking.start_run(
         settings.classify_experiment, tracking_cfg, run_name=f"classify-{run_id}"
     ) as run:
@@ -186,35 +180,23 @@ def classify(
         stage_times["pipeline"] = round(time.perf_counter() - t0, 4)
         stage_times.update(result.timings)
         watermark_after = _new_watermark(state, new)
-        metadata = {
-            "run_id": run_id,
-            "mlflow_run_id": run.info.run_id,
-            "mlflow_tracking_uri": tracking.describe_uri(tracking_cfg.tracking_uri),
-            "model_name": model_name,
-            "model_version": loaded.version,
-            "model_alias": loaded.alias,
-            "bootstrapped_model": bootstrapped,
-            "inputs": {"alerts": _safe(alerts), "graph": _safe(graph)},
-            "files": [Path(f).name if not _is_remote(str(f)) else _safe(f) for f in batch.files],
-            "rows_read": batch.rows_read,
-            "rows_accepted": len(batch.alerts),
-            "rows_rejected": len(batch.rejected),
-            "rows_new": len(new),
-            "rows_already_processed": skipped,
-            "watermark_before": state.watermark,
-            "watermark_after": watermark_after,
-            "since": since,
-            "until": until,
-            "graph_fingerprint": context.fingerprint,
-            "timings_seconds": stage_times,
-            "notes": batch.notes,
-            "package_version": __version__,
-            "started_at": datetime.now(UTC).isoformat(),
-        }
-        statistics = dict(result.statistics)
-        statistics.update(
-            {"model_name": model_name, "model_version": loaded.version, "model_alias": loaded.alias}
+        metadata = run_metadata(
+            run_id=run_id,
+            mlflow_run_id=run.info.run_id,
+            tracking_cfg=tracking_cfg,
+            loaded=loaded,
+            bootstrapped=bootstrapped,
+            inputs=(alerts, graph),
+            files=batch.files,
+            rows=(batch.rows_read, len(batch.alerts), len(batch.rejected), len(new), skipped),
+            state=state,
+            watermark_after=watermark_after,
+            window=(since, until),
+            context=context,
+            stage_times=stage_times,
+            notes=batch.notes,
         )
+        statistics = {**result.statistics, **model_facts(loaded)}
         tables = result_tables(result, batch)
         t0 = time.perf_counter()
         report_files = _report_files(tables, metadata)
@@ -234,16 +216,8 @@ def classify(
         _fault("after_results")
         _log_classify(result, batch, new, metadata, folder, stage_times, started)
         _fault("after_mlflow")
-        store.save(
-            RunState(
-                watermark=watermark_after,
-                recent_ids=_recent_ids(state, new, watermark_after, settings),
-                pipeline=result.state.to_json(),
-                last_run_id=run_id,
-                model_version=loaded.version,
-                graph_fingerprint=context.fingerprint,
-                runs=state.runs + 1,
-            )
+        save_state(
+            store, state, new, watermark_after, result.state, run_id, loaded, context, settings
         )
     logger.info(
         "classify run_id=%s mlflow_run_id=%s model_version=%s alerts=%d new=%d groups=%d "
@@ -270,6 +244,100 @@ def classify(
         incidents=result.incidents,
         clusters=result.clusters,
         metadata=metadata,
+    )
+
+
+def open_output(
+    output: Path, models: str | Path | None
+) -> tuple[tracking.Tracking, StateStore, RunState]:
+    """Tracking configured, the results folder ready (leftovers of crashed runs set
+    aside) and the state of the last committed run."""
+    tracking_cfg = tracking.configure_tracking(models)
+    output.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(output)
+    store = StateStore(output)
+    state = store.load()
+    _supersede_uncommitted(output, state)
+    return tracking_cfg, store, state
+
+
+def run_metadata(
+    *,
+    run_id: str,
+    mlflow_run_id: str,
+    tracking_cfg: tracking.Tracking,
+    loaded: tracking.LoadedModel,
+    bootstrapped: bool,
+    inputs: tuple[str | Path, str | Path],
+    files: list,
+    rows: tuple[int, int, int, int, int],
+    state: RunState,
+    watermark_after: str | None,
+    window: tuple[str | None, str | None],
+    context: GraphContext,
+    stage_times: dict[str, float],
+    notes: list[str],
+) -> dict:
+    """``run_metadata.json`` (DESIGN §3). ``rows``: read, accepted, rejected, new and
+    already processed; ``window``: since and until."""
+    alerts, graph = inputs
+    read, accepted, rejected, new, skipped = rows
+    since, until = window
+    return {
+        "run_id": run_id,
+        "mlflow_run_id": mlflow_run_id,
+        "mlflow_tracking_uri": tracking.describe_uri(tracking_cfg.tracking_uri),
+        "model_name": loaded.name,
+        "model_version": loaded.version,
+        "model_alias": loaded.alias,
+        "bootstrapped_model": bootstrapped,
+        "inputs": {"alerts": _safe(alerts), "graph": _safe(graph)},
+        "files": [Path(f).name if not _is_remote(str(f)) else _safe(f) for f in files],
+        "rows_read": read,
+        "rows_accepted": accepted,
+        "rows_rejected": rejected,
+        "rows_new": new,
+        "rows_already_processed": skipped,
+        "watermark_before": state.watermark,
+        "watermark_after": watermark_after,
+        "since": since,
+        "until": until,
+        "graph_fingerprint": context.fingerprint,
+        "timings_seconds": stage_times,
+        "notes": notes,
+        "package_version": __version__,
+        "started_at": datetime.now(UTC).isoformat(),
+    }
+
+
+def model_facts(loaded: tracking.LoadedModel) -> dict[str, str | None]:
+    """Which model scored a batch, for ``clustering_statistics.json``."""
+    return {"model_name": loaded.name, "model_version": loaded.version, "model_alias": loaded.alias}
+
+
+def save_state(
+    store: StateStore,
+    state: RunState,
+    new: pd.DataFrame,
+    watermark_after: str | None,
+    pipeline_state,
+    run_id: str,
+    loaded: tracking.LoadedModel,
+    context: GraphContext,
+    settings: Settings,
+) -> None:
+    """Commit the run: watermark, late-arrival ids and carried groups. Called last, once
+    the results and the MLflow run are safe, so a crash before it repeats the batch."""
+    store.save(
+        RunState(
+            watermark=watermark_after,
+            recent_ids=_recent_ids(state, new, watermark_after, settings),
+            pipeline=pipeline_state.to_json(),
+            last_run_id=run_id,
+            model_version=loaded.version,
+            graph_fingerprint=context.fingerprint,
+            runs=state.runs + 1,
+        )
     )
 
 

@@ -1282,20 +1282,14 @@ def classify_flow(
 ):
     """:func:`alertclf.flows.classify` with the pipeline on Spark: the same watermark,
     results folder, MLflow run and state, in the same order (state saved last)."""
-    from alertclf import __version__, tracking
     from alertclf import flows as f
-    from alertclf.io.results import new_run_id, remove_stale_temporaries
-    from alertclf.io.state import RunState, StateStore
+    from alertclf import tracking
+    from alertclf.io.results import new_run_id
 
     started = time.perf_counter()
     stage_times: dict[str, float] = {}
     output = Path(output)
-    tracking_cfg = tracking.configure_tracking(models)
-    output.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(output)
-    store = StateStore(output)
-    state = store.load()
-    f._supersede_uncommitted(output, state)
+    tracking_cfg, store, state = f.open_output(output, models)
 
     t0 = time.perf_counter()
     spark = spark_session(settings.spark_master)
@@ -1331,39 +1325,31 @@ def classify_flow(
         stage_times["pipeline"] = round(time.perf_counter() - t0, 4)
         stage_times.update(result.timings)
         watermark_after = f._new_watermark(state, result.narrow)
-        metadata = {
-            "run_id": run_id,
-            "mlflow_run_id": run.info.run_id,
-            "mlflow_tracking_uri": tracking.describe_uri(tracking_cfg.tracking_uri),
-            "model_name": model_name,
-            "model_version": loaded.version,
-            "model_alias": loaded.alias,
-            "bootstrapped_model": bootstrapped,
-            "inputs": {"alerts": f._safe(alerts), "graph": f._safe(graph)},
-            "files": [Path(x).name if not f._is_remote(str(x)) else f._safe(x) for x in data.files],
-            "rows_read": data.rows_read,
-            "rows_accepted": data.rows_accepted,
-            "rows_rejected": len(data.rejected),
-            "rows_new": result.rows_new,
-            "rows_already_processed": skipped,
-            "watermark_before": state.watermark,
-            "watermark_after": watermark_after,
-            "since": since,
-            "until": until,
-            "graph_fingerprint": context.fingerprint,
-            "timings_seconds": stage_times,
-            "notes": data.notes,
-            "package_version": __version__,
-            "started_at": pd.Timestamp.now("UTC").isoformat(),
-            "engine": "spark",
-            "spark_master": settings.spark_master,
-            "spark_components": result.components,
-            "model_uri": result.model_uri,
-        }
-        statistics = dict(result.statistics)
-        statistics.update(
-            {"model_name": model_name, "model_version": loaded.version, "model_alias": loaded.alias}
+        metadata = f.run_metadata(
+            run_id=run_id,
+            mlflow_run_id=run.info.run_id,
+            tracking_cfg=tracking_cfg,
+            loaded=loaded,
+            bootstrapped=bootstrapped,
+            inputs=(alerts, graph),
+            files=data.files,
+            rows=(data.rows_read, data.rows_accepted, len(data.rejected), result.rows_new, skipped),
+            state=state,
+            watermark_after=watermark_after,
+            window=(since, until),
+            context=context,
+            stage_times=stage_times,
+            notes=data.notes,
         )
+        metadata.update(
+            {
+                "engine": "spark",
+                "spark_master": settings.spark_master,
+                "spark_components": result.components,
+                "model_uri": result.model_uri,
+            }
+        )
+        statistics = {**result.statistics, **f.model_facts(loaded)}
         tables = summary_tables(result)
         t0 = time.perf_counter()
         report_files = f._report_files(tables, metadata)
@@ -1382,17 +1368,10 @@ def classify_flow(
         counts = _BatchCounts(data.rows_read, _Counted(data.rows_accepted), data.rejected)
         f._log_classify(result, counts, result.narrow, metadata, folder, stage_times, started)
         f._fault("after_mlflow")
-        store.save(
-            RunState(
-                watermark=watermark_after,
-                recent_ids=f._recent_ids(state, result.narrow, watermark_after, settings),
-                pipeline=result.state.to_json(),
-                last_run_id=run_id,
-                model_version=loaded.version,
-                graph_fingerprint=context.fingerprint,
-                runs=state.runs + 1,
-            )
-        )
+        f.save_state(
+            store, state, result.narrow, watermark_after, result.state, run_id, loaded, context,
+            settings,
+        )  # fmt: skip
     # Everything this run cached (inputs, prepared and scored alerts) is let go.
     spark.catalog.clearCache()
     logger.info(
