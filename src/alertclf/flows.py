@@ -31,6 +31,7 @@ from alertclf.contracts import DERIVED_RESULT_FILES, RESULT_FILES
 from alertclf.errors import AlertclfError
 from alertclf.io.alerts import AlertBatch, read_alerts
 from alertclf.io.results import Table, new_run_id, remove_stale_temporaries, write_results
+from alertclf.io.sources import may_be_url
 from alertclf.io.state import RunState, StateStore
 from alertclf.pipeline import (
     BatchResult,
@@ -88,6 +89,8 @@ def _load_graph(location: str | Path):
 
 
 def _is_remote(location: str) -> bool:
+    if not may_be_url(location):
+        return False
     from alertclf.io.azure import is_azure_url
 
     return is_azure_url(location)

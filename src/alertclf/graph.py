@@ -536,13 +536,15 @@ _FEATURE_CACHE: OrderedDict[str, pd.DataFrame] = OrderedDict()
 _FEATURE_LOCK = threading.Lock()
 
 
-def graph_features(G: nx.Graph, cache_dir: Path | None = None) -> pd.DataFrame:
+def graph_features(
+    G: nx.Graph, cache_dir: Path | None = None, fingerprint: str | None = None
+) -> pd.DataFrame:
     """Topology features, one row per node (index ``service``), columns ``FEATURE_COLUMNS``.
 
     Cached by content fingerprint in-process and, when ``cache_dir`` is given, as a parquet
     file there. Cache I/O problems are logged and never fail the call.
     """
-    fingerprint = graph_fingerprint(G)
+    fingerprint = fingerprint or graph_fingerprint(G)  # the caller may have it already
     key = f"v{FEATURES_VERSION}-{fingerprint}"
     with _FEATURE_LOCK:
         cached = _FEATURE_CACHE.get(key)

@@ -60,12 +60,13 @@ class GraphContext:
     ) -> GraphContext:
         """``cache_dir`` keeps topology features on disk by graph fingerprint: a graph
         that does not change is not analysed again every 15 minutes."""
+        fingerprint = graph_fingerprint(graph)
         return cls(
             graph=graph,
-            features=graph_features(graph, cache_dir=cache_dir),
+            features=graph_features(graph, cache_dir=cache_dir, fingerprint=fingerprint),
             index=CallerIndex(graph, settings.group_max_hops),
             mapper=ServiceMapper(graph.nodes, settings.min_match_score),
-            fingerprint=graph_fingerprint(graph),
+            fingerprint=fingerprint,
         )
 
 
