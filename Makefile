@@ -102,7 +102,7 @@ format: venv
 
 # Everything but the long load and soak runs (marker `bench`: `make bench`).
 test: venv spark java tools browser lint
-	$(VENV)/bin/python -m pytest -q -m "not bench"
+	$(VENV)/bin/python -m pytest -q -m "not bench" --durations=15
 
 # Speed and memory beside the I/O floor (benchmarks/results.md), quality against ground
 # truth (benchmarks/quality.md), and the 500k-alert storm and 200-cycle scheduler soak.
