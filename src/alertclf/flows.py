@@ -30,7 +30,7 @@ from alertclf import __version__, tracking
 from alertclf.contracts import DERIVED_RESULT_FILES, RESULT_FILES
 from alertclf.errors import AlertclfError
 from alertclf.io.alerts import AlertBatch, read_alerts
-from alertclf.io.results import Table, new_run_id, remove_stale_temporaries, write_results
+from alertclf.io.results import Table, View, new_run_id, remove_stale_temporaries, write_results
 from alertclf.io.sources import may_be_url
 from alertclf.io.state import RunState, StateStore
 from alertclf.pipeline import (
@@ -347,22 +347,29 @@ def save_state(
 def result_tables(result: BatchResult, batch: AlertBatch) -> dict[str, Table]:
     """The CSV files of DESIGN §3 for one batch.
 
-    The two views of the alert table are functions, called when their file is written:
-    each is a full copy of the alerts (about 1 GiB per million), and building both up
-    front held three copies at once at the peak of a run."""
-    alerts = result.alerts
+    The two views of the alert table are written from its converted form (``View``),
+    not built as two more pandas copies of every alert."""
+    final = "alert_consolidation_final.csv"
     return {
-        "alert_consolidation_final.csv": alerts,
+        final: result.alerts,
         "cluster_summary.csv": result.cluster_summary,
         "ranked_clusters.csv": result.clusters,
         "incident_groups.csv": result.incidents,
-        "deduplicated_alerts.csv": lambda: alerts[~alerts["is_duplicate"].astype(bool)],
-        "alerts_by_cluster_detailed.csv": lambda: alerts.sort_values(
-            ["cluster_rank", "timestamp", "alert_id"], kind="stable"
-        ),
+        "deduplicated_alerts.csv": View(final, _not_duplicate_rows),
+        "alerts_by_cluster_detailed.csv": View(final, _by_cluster_rows),
         "mapping_statistics.csv": result.mapping,
         "rejected_alerts.csv": batch.rejected,
     }
+
+
+def _not_duplicate_rows(alerts: pd.DataFrame) -> np.ndarray:
+    return np.flatnonzero(~alerts["is_duplicate"].astype(bool).to_numpy())
+
+
+def _by_cluster_rows(alerts: pd.DataFrame) -> np.ndarray:
+    """Positions in cluster rank, then time, then id order (stable)."""
+    keys = alerts[["cluster_rank", "timestamp", "alert_id"]].reset_index(drop=True)
+    return keys.sort_values(list(keys.columns), kind="stable").index.to_numpy()
 
 
 def select_new(

@@ -27,6 +27,7 @@ import os
 import re
 import shutil
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -39,9 +40,21 @@ import pyarrow.csv as pacsv
 
 from alertclf.errors import AlertclfError
 
-# A result table, or a function that builds it when its file is written (large views
-# of another table, so that they do not all sit in memory at once).
-Table = pd.DataFrame | Callable[[], pd.DataFrame]
+
+@dataclass(frozen=True)
+class View:
+    """Rows of another table of the same results folder, chosen by position.
+
+    Written from the source table's Arrow form (``take``): no second pandas copy of a
+    million rows and no second escaping and conversion, which made the two views of the
+    alert table cost as much as the table itself.
+    """
+
+    source: str  # file name of the table the rows come from
+    rows: Callable[[pd.DataFrame], np.ndarray]  # source frame -> row positions, in order
+
+
+Table = pd.DataFrame | View
 
 FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
 TMP_PREFIX = ".tmp-"
@@ -115,8 +128,12 @@ def write_csv(frame: pd.DataFrame, path: str | Path) -> Path:
     pyarrow's writer quotes every text value, so a CR or LF inside an alert's text never
     splits its row, and writes a million rows in about a second.
     """
+    return write_arrow_csv(to_arrow(neutralise(frame)), path)
+
+
+def write_arrow_csv(table: pa.Table, path: str | Path) -> Path:
+    """Write a table already escaped and converted by :func:`write_csv`'s steps."""
     path = Path(path)
-    table = to_arrow(neutralise(frame))
     # A full disk raises OSError here (pyarrow's IO errors are OSErrors too);
     # write_results turns it into one line and removes the temporary folder.
     with open(path, "wb") as handle:
@@ -197,8 +214,19 @@ def write_results(
         shutil.rmtree(tmp)
     try:
         tmp.mkdir()
+        sources = {t.source for t in tables.values() if isinstance(t, View)}
+        converted: dict[str, pa.Table] = {}
         for name, table in tables.items():
-            write_csv(table() if callable(table) else table, tmp / name)
+            if isinstance(table, View):
+                continue
+            arrow = to_arrow(neutralise(table))
+            write_arrow_csv(arrow, tmp / name)
+            if name in sources:
+                converted[name] = arrow
+        for name, table in tables.items():
+            if isinstance(table, View):
+                rows = np.asarray(table.rows(tables[table.source]), dtype=np.int64)
+                write_arrow_csv(converted[table.source].take(pa.array(rows)), tmp / name)
         for name, data in documents.items():
             write_json(data, tmp / name)
         for name, content in files.items():
