@@ -469,13 +469,6 @@ class _Grouper:
         )
         return group.group_id, reason, as_of, group.cause_family
 
-    def _same_series(self, t: int, key: str, name: str) -> Group | None:
-        previous = self.series.get((key, name))
-        if previous is None or t - previous[1] > self.window:
-            return None
-        group = self.active.get(self.resolve(previous[0]))
-        return group if group is not None and t - group.start <= self.max_span else None
-
     def _best_candidate(self, t: int, key: str, is_symptom: bool) -> Group | None:
         """The group that best explains an alert on ``key`` (see :func:`_score`)."""
         active = self.active

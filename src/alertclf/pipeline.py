@@ -164,8 +164,8 @@ def score_batch(
 ) -> BatchResult:
     """Clusters (by ``predict``), names, root causes, importance and ranks."""
     timings = dict(prepared.timings)
-    # Only whole columns are assigned below: with copy-on-write a shallow copy keeps
-    # ``prepared.alerts`` intact without a second copy of a million rows.
+    # Only new columns are added below, so a shallow copy keeps ``prepared.alerts``
+    # intact without a second copy of a million rows.
     alerts = prepared.alerts.copy(deep=False)
     with _timed(timings, "clustering"):
         details = (
