@@ -15,16 +15,11 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from mlflow_server import MlflowServer
 
 from alertclf import tracking
 from alertclf.flows import FAULT_ENV, classify, retrain
@@ -88,78 +83,15 @@ def store(tmp_path_factory) -> dict:
     }
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(store, tmp_path_factory) -> Iterator[str]:
     """``mlflow server`` over the store, lean: one worker, no job runner."""
-    port = _free_port()
     log_path = tmp_path_factory.mktemp("server") / "mlflow-server.log"
-    models = store["models"]
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("MLFLOW_TRACKING_URI", "MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID")
-    }
-    env.update({"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true"})
-    command = [
-        str(Path(sys.executable).with_name("mlflow")),
-        "server",
-        "--backend-store-uri",
-        f"sqlite:///{models / 'mlflow.db'}",
-        "--default-artifact-root",
-        str(models / "mlruns"),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--workers",
-        "1",
-    ]
-    with open(log_path, "wb") as log:
-        # Its own process group, so stopping it also stops the uvicorn worker it spawns.
-        process = subprocess.Popen(
-            command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
-        )
-    url = f"http://127.0.0.1:{port}"
+    running = MlflowServer(store["models"], log_path)
     try:
-        _wait_healthy(url, process, log_path)
-        yield url
+        yield running.url
     finally:
-        _stop(process)
-
-
-def _wait_healthy(url: str, process: subprocess.Popen, log_path: Path, seconds: int = 120) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"mlflow server exited ({process.returncode}):\n{log_path.read_text()}")
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.5)
-    pytest.fail(f"mlflow server not healthy after {seconds} s:\n{log_path.read_text()[-3000:]}")
-
-
-def _stop(process: subprocess.Popen) -> None:
-    """Terminate the server's process group, then kill it if it does not stop."""
-    for sig, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, 5)):
-        if process.poll() is not None:
-            return
-        try:
-            os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            process.wait(timeout=wait)
-        except subprocess.TimeoutExpired:
-            continue
+        running.stop()
 
 
 @pytest.fixture(scope="module")

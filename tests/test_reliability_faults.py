@@ -19,13 +19,11 @@ import os
 import random
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -33,7 +31,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from azure.storage.blob import BlobServiceClient
-from azurite import ACCOUNT_KEY, AzuriteServer
+from azurite import ACCOUNT_KEY, AzuriteServer, free_port
+from mlflow_server import MlflowServer
 
 from alertclf import flows, tracking
 from alertclf.cli import main
@@ -537,12 +536,6 @@ def test_store_locked_while_logging_then_superseded(
     )
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.mark.slow
 def test_tracking_server_down_fails_in_bounded_time(world, tmp_path, reliability) -> None:
     case = reliability(
@@ -583,48 +576,6 @@ def test_tracking_server_down_fails_in_bounded_time(world, tmp_path, reliability
         retries=retries,
         seconds=round(seconds, 1),
     )
-
-
-class MlflowServer:
-    """A real, lean ``mlflow server`` over a store, in its own process group."""
-
-    def __init__(self, models: Path, log: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        command = [
-            str(Path(sys.executable).with_name("mlflow")),
-            "server",
-            "--backend-store-uri",
-            f"sqlite:///{models / 'mlflow.db'}",
-            "--default-artifact-root",
-            str(models / "mlruns"),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--workers",
-            "1",
-        ]
-        env = child_env(MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
-        with open(log, "wb") as handle:
-            self.process = subprocess.Popen(
-                command, stdout=handle, stderr=subprocess.STDOUT, env=env, start_new_session=True
-            )
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, log.read_text()[-3000:]
-            try:
-                with urllib.request.urlopen(f"{self.url}/health", timeout=2):
-                    return
-            except OSError:
-                time.sleep(0.3)
-        self.kill()
-        raise AssertionError(f"mlflow server not healthy:\n{log.read_text()[-3000:]}")
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(30)
 
 
 @pytest.mark.slow
