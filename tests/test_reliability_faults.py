@@ -164,6 +164,14 @@ def accounted(output: Path) -> collections.Counter:
     return counts
 
 
+def classify_again_exactly_once(world, output: Path) -> int:
+    """The run after a failure succeeds and leaves every alert classified exactly once;
+    returns how many alerts the visible results account for."""
+    recovered = world.run_classify(output)
+    assert recovered.returncode == 0, recovered.stderr[-3000:]
+    return assert_exactly_once(output, world.ids)
+
+
 def assert_exactly_once(output: Path, ids: set[str]) -> int:
     counts = accounted(output)
     twice = sorted(i for i, n in counts.items() if n > 1)
@@ -365,9 +373,7 @@ def test_missing_or_corrupt_model_fails_clearly_and_leaves_state(
     assert visible(output) == before_folders
 
     model_file.write_bytes(original)
-    recovered = world.run_classify(output)
-    assert recovered.returncode == 0, recovered.stderr[-3000:]
-    n = assert_exactly_once(output, world.ids)
+    n = classify_again_exactly_once(world, output)
     case.figures(
         examples=2,
         alerts_in=len(world.ids),
@@ -426,9 +432,7 @@ def test_locked_store_fails_after_bounded_retries(world, tmp_path, reliability) 
     assert seconds < 90, f"a locked store held classify for {seconds:.0f} s"
     assert state_bytes(output) == before_state and visible(output) == before_folders
 
-    recovered = world.run_classify(output)
-    assert recovered.returncode == 0, recovered.stderr[-3000:]
-    n = assert_exactly_once(output, world.ids)
+    n = classify_again_exactly_once(world, output)
     case.figures(
         examples=1,
         alerts_in=len(world.ids),
@@ -564,9 +568,7 @@ def test_tracking_server_down_fails_in_bounded_time(world, tmp_path, reliability
     retries = done.stderr.count("Retrying (Retry(") + done.stderr.count("(attempt ")
     assert state_bytes(output) == before_state and visible(output) == before_folders
 
-    recovered = world.run_classify(output)
-    assert recovered.returncode == 0, recovered.stderr[-3000:]
-    n = assert_exactly_once(output, world.ids)
+    n = classify_again_exactly_once(world, output)
     case.figures(
         examples=1,
         alerts_in=len(world.ids),
