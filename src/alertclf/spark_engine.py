@@ -1174,16 +1174,10 @@ def write_results_spark(
     driver share."""
     from pyspark.sql import functions as F
 
-    from alertclf.io.results import TMP_PREFIX, _fsync_dir, write_bytes, write_csv, write_json
+    from alertclf.io.results import atomic_results_folder, write_bytes, write_csv, write_json
 
     root = Path(root).resolve()
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = root / f"{TMP_PREFIX}{run_id}-{os.getpid()}"
-    final = root / run_id
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    try:
+    with atomic_results_folder(root, run_id) as tmp:
         alerts = result.alerts.persist()
         ordered = alerts.orderBy(BATCH, FILE, "source_row")
         outputs = {
@@ -1208,28 +1202,8 @@ def write_results_spark(
             write_json(data, tmp / name)
         for name, content in (files or {}).items():
             write_bytes(content, tmp / name)
-        for folder in {(tmp / name).parent for name in files or {}} - {tmp}:
-            _fsync_dir(folder)
-        _fsync_dir(tmp)
-        os.rename(tmp, final)
-        _fsync_dir(root)
-        alerts.unpersist()
-    except OSError as err:
-        shutil.rmtree(tmp, ignore_errors=True)
-        # As write_results says it: a full disk or a read-only mount, in one line.
-        from alertclf.io import results
-
-        error = getattr(results, "ResultsError", None)
-        if error is None:
-            raise
-        raise error(
-            f"{root}: cannot write the results folder {run_id} "
-            f"({err.strerror or type(err).__name__}); nothing of it was kept"
-        ) from err
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return final
+    alerts.unpersist()
+    return root / run_id
 
 
 def _write_csv_parts(frame: DataFrame, target: Path, columns: list[str]) -> None:

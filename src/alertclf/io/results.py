@@ -22,11 +22,12 @@ half-written is left behind.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shutil
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -207,13 +208,7 @@ def write_results(
         parts = Path(name).parts
         if Path(name).is_absolute() or ".." in parts or not 1 <= len(parts) <= 2:
             raise ValueError(f"results file name {name!r} must be relative, inside the folder")
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = root / f"{TMP_PREFIX}{run_id}-{os.getpid()}"
-    final = root / run_id
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    try:
-        tmp.mkdir()
+    with atomic_results_folder(root, run_id) as tmp:
         sources = {t.source for t in tables.values() if isinstance(t, View)}
         converted: dict[str, pa.Table] = {}
         for name, table in tables.items():
@@ -233,14 +228,30 @@ def write_results(
             write_bytes(
                 content if isinstance(content, bytes) else Path(content).read_bytes(), tmp / name
             )
-        for folder in {(tmp / name).parent for name in files} - {tmp}:
+    return root / run_id
+
+
+@contextlib.contextmanager
+def atomic_results_folder(root: str | Path, run_id: str) -> Iterator[Path]:
+    """A temporary folder to fill; renamed to ``root/run_id`` in one step when the block
+    ends, so the results are complete or absent. On any error it is removed, and an
+    OSError (a full disk, a read-only mount: the operator's to fix, not a bug) becomes
+    one :class:`ResultsError` line."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = root / f"{TMP_PREFIX}{run_id}-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    try:
+        tmp.mkdir()
+        yield tmp
+        for folder in [p for p in tmp.iterdir() if p.is_dir()]:
             _fsync_dir(folder)
         _fsync_dir(tmp)
-        os.rename(tmp, final)
+        os.rename(tmp, root / run_id)
         _fsync_dir(root)
     except OSError as err:
         shutil.rmtree(tmp, ignore_errors=True)
-        # A full disk or a read-only mount is the operator's to fix, not a bug: one line.
         raise ResultsError(
             f"{root}: cannot write the results folder {run_id} "
             f"({err.strerror or type(err).__name__}); nothing of it was kept"
@@ -248,7 +259,6 @@ def write_results(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return final
 
 
 def remove_stale_temporaries(root: str | Path) -> list[Path]:
