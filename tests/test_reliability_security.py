@@ -673,12 +673,12 @@ def test_servers_bind_to_localhost_only(azurite_server, tmp_path, reliability) -
     helpers = {
         "Makefile": makefile,
         "tests/azurite.py": (ROOT / "tests" / "azurite.py").read_text(),
-        "tests/test_browser.py": (ROOT / "tests" / "test_browser.py").read_text(),
+        "tests/mlflow_server.py": (ROOT / "tests" / "mlflow_server.py").read_text(),
     }
     helpers.update({str(p.relative_to(ROOT)): p.read_text() for p in (ROOT / "src").rglob("*.py")})
     assert not [name for name, text in helpers.items() if "0.0.0.0" in text]
     assert '"--blobHost",\n                "127.0.0.1"' in helpers["tests/azurite.py"]
-    assert '"--host",\n        "127.0.0.1"' in helpers["tests/test_browser.py"]
+    assert '"--host", "127.0.0.1"' in helpers["tests/mlflow_server.py"]
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
