@@ -28,6 +28,7 @@ from alertclf.dedup import mark_duplicates
 from alertclf.graph import graph_features
 from alertclf.ranking import (
     NOISE_CLUSTER_NAME,
+    _top_counts,
     cluster_profiles,
     cluster_table,
     incident_table,
@@ -287,3 +288,27 @@ def test_cluster_table_ranks_clusters_with_reasons() -> None:
     assert names[0] == "Datastore health · db" and names[7] == "Cluster 7"
     assert table["n_alerts"].sum() == len(batch)
     assert cluster_table(batch.iloc[:0], profiles, graph_features(CHAIN), T0).empty
+
+
+@pytest.mark.parametrize("by_dtype", [object, np.int64])
+def test_top_counts_equal_a_groupby_join(by_dtype) -> None:
+    # _top_counts joins per key without a Python call per group; it must give what the
+    # plain groupby would, ties (by value) and keys in the same order.
+    rng = np.random.default_rng(0)
+    keys = rng.integers(0, 300, 5_000)
+    frame = pd.DataFrame(
+        {
+            "by": keys.astype(str).astype(object) if by_dtype is object else keys,
+            "value": rng.choice(["cpu", "disk", "latency", "errors", "oom"], 5_000),
+        }
+    )
+    label = lambda value, count: f"{value} ({count})"  # noqa: E731
+    for n in (None, 2):
+        counts = frame.groupby(["by", "value"], sort=False).size().rename("n").reset_index()
+        counts = counts.sort_values(["by", "n", "value"], ascending=[True, False, True])
+        if n is not None:
+            counts = counts.groupby("by", sort=False).head(n)
+        counts["text"] = [label(v, c) for v, c in zip(counts["value"], counts["n"], strict=True)]
+        expected = counts.groupby("by", sort=True)["text"].agg("|".join)
+        pd.testing.assert_series_equal(_top_counts(frame, "by", "value", n, label), expected)
+    assert _top_counts(frame.iloc[:0], "by", "value", 2, label).empty

@@ -44,6 +44,7 @@ import hashlib
 import json
 from collections import deque
 from dataclasses import asdict, dataclass, field
+from operator import itemgetter
 
 import networkx as nx
 import numpy as np
@@ -75,6 +76,7 @@ REASONS: dict[str, str] = {
     "reroot": "the group's first alerts were symptoms of this service, now its root",
 }
 UNMAPPED_PREFIX = "?"
+_head = itemgetter(0)  # of a (newest onset, bucket) pair
 NS_PER_MINUTE = 60 * 10**9
 BURST_NS = 5 * NS_PER_MINUTE
 
@@ -99,10 +101,27 @@ class Group:
 
     @property
     def cause_family(self) -> str:
-        """The commonest non-symptom family so far, else the root's first family."""
-        if self.cause_families:
-            return max(sorted(self.cause_families), key=lambda f: self.cause_families[f])
-        return self.root_family
+        """The commonest non-symptom family so far (the first by name among equals),
+        else the root's first family."""
+        leader = self.__dict__.get("_leader")
+        if leader is None and self.cause_families:
+            counts = self.cause_families
+            leader = self._leader = max(sorted(counts), key=counts.__getitem__)
+        return leader or self.root_family
+
+    def count_cause(self, family: str, alerts: int = 1) -> None:
+        """Count non-symptom alerts of ``family``, keeping :attr:`cause_family` current
+        without a sort per alert (it is read for every alert)."""
+        counts = self.cause_families
+        count = counts[family] = counts.get(family, 0) + alerts
+        leader = self.__dict__.get("_leader")
+        if leader is None:
+            if len(counts) == 1:
+                self._leader = family
+        elif leader != family and (
+            count > counts[leader] or (count == counts[leader] and family < leader)
+        ):
+            self._leader = family
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -336,6 +355,7 @@ class _Grouper:
         # monitoring lags by a scrape or two. A third of the window bounds that lag.
         self.root_lag = max(1, settings.time_window_minutes // 3) * NS_PER_MINUTE
         self.active: dict[str, Group] = {}
+        self.cones: dict[str, dict[str, int]] = {}  # root -> its callers' hop counts
         self.touched: dict[str, Group] = {}
         # service key -> {id of an active group it is a member of: its first alert
         # there}: a new alert can only join a group holding its service or one of its
@@ -361,8 +381,20 @@ class _Grouper:
 
     def _open(self, group: Group) -> None:
         self.active[group.group_id] = group
-        for member in group.members:
-            self.members_of.setdefault(member, {})[group.group_id] = group.members[member][0]
+        for member, (first, _) in group.members.items():
+            self._enter(member, group.group_id, first)
+
+    def _enter(self, member: str, group_id: str, onset: int) -> None:
+        """Put a group in ``member``'s bucket, keeping the bucket in onset order (the
+        candidate search reads it newest first). Alerts come in time order, so only a
+        re-opened group or a late alert ever needs the re-sort."""
+        bucket = self.members_of.setdefault(member, {})
+        in_order = not bucket or next(reversed(bucket.values())) <= onset
+        bucket[group_id] = onset
+        if not in_order:
+            ordered = sorted(bucket.items(), key=lambda item: item[1])
+            bucket.clear()
+            bucket.update(ordered)
 
     def _close(self, group: Group) -> None:
         for member in group.members:
@@ -425,7 +457,7 @@ class _Grouper:
             span = None
         if span is None:
             if key not in group.members:
-                self.members_of.setdefault(key, {})[group.group_id] = t
+                self._enter(key, group.group_id, t)
             span = group.members.setdefault(key, [t, t])
         if t > span[1]:
             span[1] = t
@@ -434,7 +466,7 @@ class _Grouper:
         group.n_alerts += 1
         if not is_symptom:
             group.symptoms_only = False
-            group.cause_families[family] = group.cause_families.get(family, 0) + 1
+            group.count_cause(family)
             if key not in group.local_members:
                 group.local_members.append(key)
         if key == group.root and not group.root_family:
@@ -457,7 +489,10 @@ class _Grouper:
         if host not in hosts and len(hosts) < MAX_HOSTS_TRACKED:
             hosts.append(host)
         self.touched[group.group_id] = group
-        hops = self._cone(group.root).get(key, self.index.max_hops + 1)
+        cone = self.cones.get(group.root)
+        if cone is None:
+            cone = self.cones[group.root] = self._cone(group.root)
+        hops = cone.get(key, self.index.max_hops + 1)
         as_of = (
             group.n_alerts,
             len(group.members),
@@ -471,67 +506,126 @@ class _Grouper:
 
     def _best_candidate(self, t: int, key: str, is_symptom: bool) -> Group | None:
         """The group that best explains an alert on ``key`` (see :func:`_score`)."""
-        active = self.active
         dependencies = self.index.dependencies(key)
         # Hops from ``key`` down to each root it may be a symptom of; an unmapped
         # service is only ever its own root.
         below = self.index.callees(key) if key in self.index else {key: 0}
-        # Evidence first: groups holding this service or one of its direct dependencies,
-        # with the latest onset of such a member -- found from the member buckets, so
-        # no group is scanned member by member.
-        evidence: dict[str, int] = {}
-        if is_symptom:
-            members_of = self.members_of
-            # A gateway has hundreds of dependencies, few of them alerting: intersect
-            # (in C) rather than probe each one.
-            alerting = dependencies & members_of.keys() if len(dependencies) > 8 else dependencies
-            for member in (key, *alerting):
-                bucket = members_of.get(member)
-                if not bucket:
-                    continue
-                for gid, onset in bucket.items():
-                    if onset <= t and onset > evidence.get(gid, -1):
-                        evidence[gid] = onset
-        else:
-            # On a caller, only symptoms join (a CPU alert there is its own problem): the
-            # only candidates are groups rooted at ``key``, which always hold ``key``.
-            for gid in self.members_of.get(key, ()):
-                group = active.get(gid)
-                if group is None or group.root != key:
-                    continue
-                onsets = [
-                    span[0]
-                    for member, span in group.members.items()
-                    if (member == key or member in dependencies) and span[0] <= t
-                ]
-                if onsets:
-                    evidence[gid] = max(onsets)
+        if not is_symptom:
+            return self._best_own_root(t, key, dependencies, below)
+        # Evidence first: groups holding this service or one of its direct dependencies;
+        # a group's evidence is the latest first-alert time of such a member. A gateway
+        # has hundreds of dependencies, few of them alerting: intersect (in C) rather
+        # than probe each one.
+        members_of = self.members_of
+        alerting = dependencies & members_of.keys() if len(dependencies) > 8 else dependencies
+        # Buckets are in onset order (see _enter). They are read newest first, buckets
+        # with the newest heads first, and the search stops as soon as onsets fall below
+        # the best established group's evidence: no older entry can outscore it (the
+        # score is lexicographic, established first, then evidence). A hub in a storm
+        # sits in ~30 open groups with ~40 alerting dependencies; this visits a handful.
+        heads = [
+            (next(reversed(b.values())), b) for m in (key, *alerting) if (b := members_of.get(m))
+        ]
+        heads.sort(key=_head, reverse=True)
         best, best_score, best_id = None, None, ""
-        for gid, onset in evidence.items():
-            group = active[gid]
+        floor = -1  # evidence of the best established group so far
+        seen: set[str] = set()
+        stale: list[Group] = []
+        for head, bucket in heads:
+            if head < floor:
+                break
+            for gid, onset in reversed(bucket.items()):
+                if onset < floor:
+                    break
+                if onset > t or gid in seen:
+                    continue
+                seen.add(gid)
+                group = self.active[gid]
+                if t - group.last_seen > self.window or t - group.start > self.max_span:
+                    stale.append(group)
+                    continue
+                hops = below.get(group.root)
+                if hops is None:
+                    continue
+                # The evidence is the group's newest onset over all buckets; only a
+                # bucket whose head is newer than this entry can hold a newer one.
+                evidence = onset
+                for other_head, other in heads:
+                    if other_head <= evidence:
+                        break
+                    other_onset = other.get(gid, -1)
+                    if evidence < other_onset <= t:
+                        evidence = other_onset
+                score = _score(group, hops, evidence)
+                # Equal scores go to the smallest id: the same choice in every process,
+                # whatever order the buckets were filled in.
+                if (
+                    best_score is None
+                    or score > best_score
+                    or (score == best_score and gid < best_id)
+                ):
+                    best, best_score, best_id = group, score, gid
+                    if score[0]:
+                        floor = evidence
+        for group in stale:
+            self._close(group)
+        return best
+
+    def _best_own_root(
+        self, t: int, key: str, dependencies: set[str], below: dict[str, int]
+    ) -> Group | None:
+        """On a caller, only symptoms join (a CPU alert there is its own problem): the
+        only candidates for a non-symptom alert are groups rooted at ``key``, which
+        always hold ``key``."""
+        best, best_score, best_id = None, None, ""
+        stale: list[Group] = []
+        for gid in self.members_of.get(key, ()):
+            group = self.active[gid]
+            if group.root != key:
+                continue
             if t - group.last_seen > self.window or t - group.start > self.max_span:
-                self._close(group)
+                stale.append(group)
                 continue
-            hops = below.get(group.root)
-            if hops is None or (hops > 0 and not is_symptom):
+            members = group.members
+            # Walk the smaller side: a big group's members or the root's dependencies.
+            if len(dependencies) < len(members):
+                spans = [members[m] for m in (key, *dependencies) if m in members]
+            else:
+                spans = [span for m, span in members.items() if m == key or m in dependencies]
+            onsets = [span[0] for span in spans if span[0] <= t]
+            if not onsets:
                 continue
-            score = _score(group, hops, onset)
-            # Equal scores go to the smallest id: the same choice in every process,
-            # whatever order the buckets (sets) iterate in.
+            score = _score(group, below[key], max(onsets))
             if best_score is None or score > best_score or (score == best_score and gid < best_id):
                 best, best_score, best_id = group, score, gid
+        for group in stale:
+            self._close(group)
         return best
 
     def _reroot(self, t: int, key: str, family: str) -> Group | None:
         """Young groups of symptoms, all on callers of ``key``, outran their cause:
         they become one group rooted at ``key`` (the oldest keeps its id)."""
         direct = self.index.direct_callers(key)
-        nearby: set[str] = set()
-        for caller in direct:
-            nearby.update(self.members_of.get(caller, ()))
+        members_of = self.members_of
+        alerting = direct & members_of.keys() if len(direct) > 8 else direct
+        found: dict[str, Group] = {}
+        for caller in alerting:
+            bucket = members_of.get(caller)
+            if not bucket:
+                continue
+            # Newest first (buckets are in onset order): a group began no later than any
+            # of its members, so once a member's onset is older than the lag, so is
+            # every group further down the bucket.
+            for gid, onset in reversed(bucket.items()):
+                if t - onset > self.root_lag:
+                    break
+                if gid in found:
+                    continue
+                group = self.active[gid]
+                found[gid] = group
         early = [
             g
-            for g in (self.active[gid] for gid in sorted(nearby) if gid in self.active)
+            for g in found.values()
             if g.symptoms_only
             and t - g.start <= self.root_lag
             and self._is_active(g, t)
@@ -554,7 +648,7 @@ class _Grouper:
             survivor.n_series += other.n_series
             survivor.max_severity = max(survivor.max_severity, other.max_severity)
             for fam, count in other.cause_families.items():
-                survivor.cause_families[fam] = survivor.cause_families.get(fam, 0) + count
+                survivor.count_cause(fam, count)
             survivor.local_members += [
                 m for m in other.local_members if m not in survivor.local_members
             ]
