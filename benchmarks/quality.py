@@ -119,9 +119,13 @@ def scenario_table(seeds, days, topologies, settings) -> pd.DataFrame:
                             {"topology": topo_name, "scenario": scenario, "seed": seed,
                              "system": system, "metric": metric, "value": value}
                         )  # fmt: skip
+                ours = out["scores"]["ours"]
                 print(
                     f"  {topo_name:16s} {scenario:5s} seed {seed}: {out['alerts']:6d} alerts, "
-                    f"overlap {out['overlap']:.2f}, ARI {out['scores']['ours']['ari']:.3f}, "
+                    f"overlap {out['overlap']:.2f}, ARI {ours['ari']:.3f}, "
+                    f"F1 {ours['pair_f1']:.3f}, "
+                    f"NMI {ours.get('cluster_nmi', float('nan')):.3f}, "
+                    f"root cause {ours.get('root_cause_accuracy', float('nan')):.3f}, "
                     f"model {out['algorithm']}, replay {out['seconds']:.1f} s",
                     flush=True,
                 )

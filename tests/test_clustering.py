@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
-from sklearn.cluster import DBSCAN, AgglomerativeClustering
+from sklearn.cluster import DBSCAN, AgglomerativeClustering, KMeans
 from sklearn.datasets import make_blobs
 from sklearn.metrics import adjusted_rand_score
 from sklearn.utils.estimator_checks import parametrize_with_checks
@@ -16,11 +16,14 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 from alertclf.clustering import (
     NOISE,
     AlertClusterModel,
+    Candidate,
     InductiveClusterer,
     InsufficientDataError,
     KMeansSweep,
     cluster_metrics,
+    evaluate_candidate,
     sampled_silhouette,
+    selection_key,
 )
 
 N_BLOBS = 8
@@ -258,3 +261,58 @@ def test_cluster_metrics_and_sampled_silhouette_ignore_noise() -> None:
     assert sampled_silhouette(Z, labels, 60, 0) == pytest.approx(
         sampled_silhouette(Z, labels, 1000, 0), abs=0.1
     )
+
+
+# --- model selection with the alerts' families ---------------------------------------------
+def _candidate(silhouette: float, family_nmi: float, noise: float = 0.0) -> Candidate:
+    return Candidate("kmeans", {}, KMeans(), silhouette=silhouette, family_nmi=family_nmi,
+                     noise_share=noise)  # fmt: skip
+
+
+def test_selection_prefers_clusters_that_keep_families_apart() -> None:
+    lumps = _candidate(silhouette=0.70, family_nmi=0.50)  # two compact lumps, mixed faults
+    families = _candidate(silhouette=0.62, family_nmi=0.95)
+    assert max([lumps, families], key=selection_key) is families
+    # Without families (features that name none) silhouette decides, then less noise.
+    lumps.family_nmi = families.family_nmi = float("nan")
+    assert max([families, lumps], key=selection_key) is lumps
+    quiet = _candidate(silhouette=0.70, family_nmi=float("nan"), noise=0.0)
+    noisy = _candidate(silhouette=0.70, family_nmi=float("nan"), noise=0.2)
+    assert max([noisy, quiet], key=selection_key) is quiet
+
+
+def test_families_are_read_from_the_cause_columns_and_scored(blobs) -> None:
+    X, y = blobs
+    # Two families made of four blobs each; one more column says nothing.
+    onehot = pd.DataFrame(
+        {"a_cause_cpu": (y < 4).astype(float), "a_cause_disk": (y >= 4).astype(float)}
+    )
+    data = pd.concat([X, onehot, pd.Series(0.0, index=X.index, name="a_cause_queue")], axis=1)
+    model = AlertClusterModel(algorithm="auto", k_max=10, random_state=0).fit(data)
+    families = model._families(data.to_numpy())
+    assert set(families) == {1, 2} and ((families == 1) == (y < 4)).all()
+    table = model.candidates_
+    assert table.loc[table["n_clusters"] >= 2, "family_nmi"].between(0, 1).all()
+    # The chosen candidate is the best valid one by silhouette plus family agreement.
+    valid = table[table["valid"]]
+    best = valid.loc[(valid["silhouette"] + valid["family_nmi"]).idxmax()]
+    assert model.selected_["family_nmi"] == best["family_nmi"]
+    assert model.selected_["silhouette"] == best["silhouette"]
+    # Features without family columns: no family score at all.
+    plain = AlertClusterModel(algorithm="kmeans", k_max=10, random_state=0).fit(X)
+    assert "family_nmi" not in plain.candidates_
+
+
+def test_a_cluster_as_big_as_the_biggest_family_is_not_a_lump() -> None:
+    rng = np.random.default_rng(0)
+    # 70% of the history is one kind of fault: one compact blob, its own family.
+    Z = np.vstack([rng.normal(0, 0.1, (700, 2)), rng.normal(5, 0.1, (300, 2))])
+    families = np.r_[np.zeros(700, int), np.ones(300, int)]
+    cand = _candidate(float("nan"), float("nan"))
+    cand.estimator = KMeans(n_clusters=2, n_init=2, random_state=0)
+    evaluate_candidate(cand, Z, 500, 0.3, 0.6, 0, families=families)
+    assert cand.valid and cand.family_nmi == pytest.approx(1.0)
+    blind = _candidate(float("nan"), float("nan"))
+    blind.estimator = KMeans(n_clusters=2, n_init=2, random_state=0)
+    evaluate_candidate(blind, Z, 500, 0.3, 0.6, 0)
+    assert not blind.valid and "largest cluster 70% > 60%" in blind.why_not

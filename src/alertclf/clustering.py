@@ -13,8 +13,12 @@ attributes end in ``_``, ``fit`` returns ``self``.
 * :class:`AlertClusterModel` -- the one model object: StandardScaler -> feature
   weights -> IsolationForest outlier flag (flagged, never dropped) -> PCA to a share of
   variance -> the chosen clusterer; ``algorithm="auto"`` tries all four with small
-  sweeps and keeps the best silhouette among candidates that are not one giant cluster,
-  not mostly noise and not too many clusters to read.
+  sweeps and keeps the best silhouette plus family agreement (NMI between the clusters
+  and the alerts' incident families, read from the ``a_cause_*`` features) among
+  candidates that are not one giant cluster, not mostly noise and not too many clusters
+  to read. Silhouette alone picked two compact lumps mixing several kinds of fault on
+  small estates (NMI against the fault category 0.21 in the worst quality run; 0.61
+  with the family term).
 
 Large data is sampled, and it is stated: the scaler, outlier detector, PCA and k-means
 are fitted on at most ``max_training_samples`` rows; DBSCAN and HDBSCAN on at most
@@ -26,16 +30,23 @@ linearly), the rest labelled by nearest neighbours; silhouette uses at most
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from joblib import parallel_config
 from sklearn.base import BaseEstimator, ClusterMixin, clone
 from sklearn.cluster import DBSCAN, HDBSCAN, AgglomerativeClustering, KMeans
 from sklearn.decomposition import PCA
 from sklearn.ensemble import IsolationForest
-from sklearn.metrics import calinski_harabasz_score, davies_bouldin_score, silhouette_score
+from sklearn.metrics import (
+    calinski_harabasz_score,
+    davies_bouldin_score,
+    normalized_mutual_info_score,
+    silhouette_score,
+)
 from sklearn.neighbors import NearestNeighbors
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.validation import check_is_fitted, check_random_state, validate_data
@@ -56,6 +67,10 @@ FIT_CAPS: dict[str, int] = {
     "hdbscan": 10_000,
 }
 NOISE = -1
+# Below this many rows thread start-up costs more than the outlier trees save.
+PARALLEL_OUTLIER_ROWS = 20_000
+# One-hot columns naming each alert's incident family (see alertclf.features).
+FAMILY_PREFIX = "a_cause_"
 
 
 class InsufficientDataError(AlertclfError):
@@ -208,6 +223,7 @@ class Candidate:
     labels: np.ndarray | None = None
     fitted: bool = False
     silhouette: float = float("nan")
+    family_nmi: float = float("nan")  # agreement of clusters with the alerts' families
     n_clusters: int = 0
     noise_share: float = 0.0
     largest_share: float = 0.0
@@ -216,10 +232,13 @@ class Candidate:
     why_not: str = ""
 
     def row(self) -> dict:
+        # family_nmi only when the features named the alerts' families
+        family = {} if np.isnan(self.family_nmi) else {"family_nmi": round(self.family_nmi, 4)}
         return {
             "algorithm": self.algorithm,
             "params": ", ".join(f"{k}={v}" for k, v in self.params.items()),
             "silhouette": round(self.silhouette, 4),
+            **family,
             "n_clusters": self.n_clusters,
             "noise_share": round(self.noise_share, 4),
             "largest_share": round(self.largest_share, 4),
@@ -265,11 +284,16 @@ def candidate_estimators(
 
 def fit_rows(Z: np.ndarray, algorithm: str, random_state: int) -> np.ndarray:
     """The rows an algorithm is fitted on: a seeded sample when it has a cap."""
+    return Z[fit_index(len(Z), algorithm, random_state)]
+
+
+def fit_index(n: int, algorithm: str, random_state: int) -> np.ndarray | slice:
+    """Positions of :func:`fit_rows` among ``n`` rows."""
     cap = FIT_CAPS.get(algorithm)
-    if cap is None or len(Z) <= cap:
-        return Z
+    if cap is None or n <= cap:
+        return slice(None)
     rng = check_random_state(random_state)
-    return Z[np.sort(rng.choice(len(Z), cap, replace=False))]
+    return np.sort(rng.choice(n, cap, replace=False))
 
 
 def _neighbour_distance(Z: np.ndarray, k: int, random_state: int) -> float:
@@ -291,8 +315,12 @@ def evaluate_candidate(
     max_cluster_share: float,
     random_state: int,
     max_clusters: int = 10**6,
+    families: np.ndarray | None = None,
 ) -> Candidate:
-    rows = fit_rows(Z, cand.algorithm, random_state)
+    """Fit one candidate and judge it: silhouette, noise, sizes and, given each row's
+    alert family (``families``), how well its clusters keep families apart."""
+    index = fit_index(len(Z), cand.algorithm, random_state)
+    rows = Z[index]
     started = time.perf_counter()
     try:
         cand.estimator.fit(rows)
@@ -312,6 +340,8 @@ def evaluate_candidate(
     if clustered.any():
         cand.largest_share = float(np.bincount(own[clustered]).max() / len(own))
     cand.silhouette = sampled_silhouette(rows, own, silhouette_size, random_state)
+    if families is not None:
+        cand.family_nmi = float(normalized_mutual_info_score(families[index], own))
     problems = []
     if cand.n_clusters < 2:
         problems.append("fewer than 2 clusters")
@@ -319,6 +349,11 @@ def evaluate_candidate(
         problems.append(f"{cand.n_clusters} clusters > {max_clusters}: too many to read")
     if cand.noise_share > max_noise_share:
         problems.append(f"noise share {cand.noise_share:.0%} > {max_noise_share:.0%}")
+    if families is not None:
+        # One kind of incident may be most of the history (a storm of network faults):
+        # a cluster as big as the biggest family is that family, not a lump.
+        biggest_family = np.unique(families, return_counts=True)[1].max() / len(families)
+        max_cluster_share = max(max_cluster_share, float(biggest_family) + 0.05)
     if cand.largest_share > max_cluster_share:
         problems.append(f"largest cluster {cand.largest_share:.0%} > {max_cluster_share:.0%}")
     if not np.isfinite(cand.silhouette):
@@ -326,6 +361,16 @@ def evaluate_candidate(
     cand.valid = not problems
     cand.why_not = "; ".join(problems)
     return cand
+
+
+def selection_key(cand: Candidate) -> tuple[float, float]:
+    """Higher is better: silhouette (are the clusters compact and apart?) plus, when the
+    alerts' families are known, family agreement (do the clusters keep kinds of incident
+    apart?); then less noise. Silhouette alone prefers two well-separated lumps that
+    each mix several kinds of fault."""
+    silhouette = np.nan_to_num(cand.silhouette, nan=-2.0)
+    agreement = 0.0 if np.isnan(cand.family_nmi) else cand.family_nmi
+    return (float(silhouette + agreement), -cand.noise_share)
 
 
 def sampled_silhouette(Z: np.ndarray, labels: np.ndarray, size: int, random_state: int) -> float:
@@ -388,6 +433,16 @@ class AlertClusterModel(ClusterMixin, BaseEstimator):
                     break
         return weights
 
+    def _families(self, X: np.ndarray) -> np.ndarray | None:
+        """Each row's incident family, read from its one-hot ``a_cause_*`` columns (0
+        when it has none); None when the features carry no such columns."""
+        names = [str(n) for n in getattr(self, "feature_names_in_", ())]
+        columns = [i for i, name in enumerate(names) if name.startswith(FAMILY_PREFIX)]
+        if not columns:
+            return None
+        onehot = X[:, columns]
+        return np.where(onehot.max(axis=1) > 0, onehot.argmax(axis=1) + 1, 0)
+
     def _scale(self, X: np.ndarray) -> np.ndarray:
         return self.scaler_.transform(X) * self.weights_
 
@@ -418,6 +473,7 @@ class AlertClusterModel(ClusterMixin, BaseEstimator):
         n_components = self.pca_variance if self.pca_variance < 1 else None
         self.pca_ = PCA(n_components=n_components, svd_solver="full").fit(scaled)
         Z = self.pca_.transform(scaled)
+        families = self._families(X)
         candidates = candidate_estimators(
             self.algorithm, Z, self.k_min, self.k_max, self.random_state
         )
@@ -434,6 +490,7 @@ class AlertClusterModel(ClusterMixin, BaseEstimator):
                 self.max_cluster_share,
                 self.random_state,
                 max_clusters=self.k_max,
+                families=families,
             )
             logger.info("candidate %s %s: %s", cand.algorithm, cand.params, cand.row())
         fitted = [c for c in candidates if c.fitted]
@@ -441,7 +498,7 @@ class AlertClusterModel(ClusterMixin, BaseEstimator):
             raise InsufficientDataError("no clustering candidate could be fitted on this data")
         valid = [c for c in fitted if c.valid]
         pool = valid or fitted
-        best = max(pool, key=lambda c: (np.nan_to_num(c.silhouette, nan=-2.0), -c.noise_share))
+        best = max(pool, key=selection_key)
         self.candidates_ = pd.DataFrame([c.row() for c in candidates])
         self.selected_ = best.row()
         self.clusterer_ = best.estimator
@@ -481,7 +538,12 @@ class AlertClusterModel(ClusterMixin, BaseEstimator):
         scaled = self._scale(X)
         Z = self.pca_.transform(scaled)
         labels, confidence = self.clusterer_.predict_confidence(Z)
-        outlier = self.outlier_detector_.predict(scaled) == -1
+        # 100 trees over 200k rows take ~1 s on one core and the trees release the GIL:
+        # threads divide that by the cores (scikit-learn stays sequential unless asked,
+        # scikit-learn PR 28622). Same scores, summed under a lock.
+        threads = min(4, os.cpu_count() or 1) if len(scaled) >= PARALLEL_OUTLIER_ROWS else 1
+        with parallel_config(backend="threading", n_jobs=threads):
+            outlier = self.outlier_detector_.predict(scaled) == -1
         return pd.DataFrame(
             {
                 "cluster_id": labels.astype(np.int64),
