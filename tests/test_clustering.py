@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
+from sklearn.base import clone
 from sklearn.cluster import DBSCAN, AgglomerativeClustering, KMeans
 from sklearn.datasets import make_blobs
 from sklearn.metrics import adjusted_rand_score
@@ -316,3 +317,23 @@ def test_a_cluster_as_big_as_the_biggest_family_is_not_a_lump() -> None:
     blind.estimator = KMeans(n_clusters=2, n_init=2, random_state=0)
     evaluate_candidate(blind, Z, 500, 0.3, 0.6, 0)
     assert not blind.valid and "largest cluster 70% > 60%" in blind.why_not
+
+
+def test_neighbour_search_on_a_sample_of_each_cluster_labels_like_all_points() -> None:
+    X, _ = make_blobs(n_samples=6_000, centers=[[0, 0], [6, 0], [0, 6], [6, 6]],
+                      cluster_std=1.0, random_state=1)  # fmt: skip
+    # Uneven clusters: the smallest must keep enough reference points to vote.
+    X = np.vstack([X[:5_000], X[5_000:5_040] + 20.0])
+    full = InductiveClusterer(KMeans(n_clusters=5, n_init=2, random_state=0), max_reference=None)
+    sampled = InductiveClusterer(KMeans(n_clusters=5, n_init=2, random_state=0), max_reference=500)
+    full.fit(X)
+    sampled.fit(X)
+    kept = np.bincount(sampled.train_labels_, minlength=5)
+    assert len(sampled.train_labels_) <= 510 and (kept >= 10).all()
+    assert len(full.train_labels_) == len(X)
+    # New alerts resemble the history: training points moved a little.
+    rng = np.random.default_rng(2)
+    queries = X[rng.choice(len(X), 3_000)] + rng.normal(0, 0.3, (3_000, 2))
+    assert (sampled.predict(queries) == full.predict(queries)).mean() > 0.98
+    again = clone(sampled).fit(X)
+    assert (again.train_labels_ == sampled.train_labels_).all()
