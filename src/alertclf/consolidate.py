@@ -44,7 +44,6 @@ import hashlib
 import json
 from collections import deque
 from dataclasses import asdict, dataclass, field
-from operator import itemgetter
 
 import networkx as nx
 import numpy as np
@@ -76,7 +75,6 @@ REASONS: dict[str, str] = {
     "reroot": "the group's first alerts were symptoms of this service, now its root",
 }
 UNMAPPED_PREFIX = "?"
-_head = itemgetter(0)  # of a (newest onset, bucket) pair
 NS_PER_MINUTE = 60 * 10**9
 BURST_NS = 5 * NS_PER_MINUTE
 
@@ -362,6 +360,9 @@ class _Grouper:
         # dependencies (the evidence rule), so these buckets are all the candidates
         # there are, and they carry the onsets the scoring needs.
         self.members_of: dict[str, dict[str, int]] = {}
+        # service key -> the newest onset its bucket has held: a bound on the newest it
+        # holds now (closing groups only lowers that), cheap to sort buckets by.
+        self.newest: dict[str, int] = {}
         self.last_sweep: int | None = None
         # (service key, alert name) -> [group id, last alert ns, alerts, hosts]: a
         # re-firing alert stays with the group its first occurrence went to.
@@ -390,6 +391,8 @@ class _Grouper:
         re-opened group or a late alert ever needs the re-sort."""
         bucket = self.members_of.setdefault(member, {})
         in_order = not bucket or next(reversed(bucket.values())) <= onset
+        if in_order:
+            self.newest[member] = onset
         bucket[group_id] = onset
         if not in_order:
             ordered = sorted(bucket.items(), key=lambda item: item[1])
@@ -517,24 +520,27 @@ class _Grouper:
         # has hundreds of dependencies, few of them alerting: intersect (in C) rather
         # than probe each one.
         members_of = self.members_of
-        alerting = dependencies & members_of.keys() if len(dependencies) > 8 else dependencies
+        alerting = (
+            dependencies & members_of.keys()
+            if len(dependencies) > 8
+            else [d for d in dependencies if d in members_of]
+        )
         # Buckets are in onset order (see _enter). They are read newest first, buckets
-        # with the newest heads first, and the search stops as soon as onsets fall below
+        # that have held the newest onsets first, and the search stops as soon as onsets fall below
         # the best established group's evidence: no older entry can outscore it (the
         # score is lexicographic, established first, then evidence). A hub in a storm
         # sits in ~30 open groups with ~40 alerting dependencies; this visits a handful.
-        heads = [
-            (next(reversed(b.values())), b) for m in (key, *alerting) if (b := members_of.get(m))
-        ]
-        heads.sort(key=_head, reverse=True)
+        newest = self.newest
+        order = [key, *alerting] if key in members_of else list(alerting)
+        order.sort(key=newest.__getitem__, reverse=True)
         best, best_score, best_id = None, None, ""
         floor = -1  # evidence of the best established group so far
         seen: set[str] = set()
         stale: list[Group] = []
-        for head, bucket in heads:
-            if head < floor:
+        for member in order:
+            if newest[member] < floor:
                 break
-            for gid, onset in reversed(bucket.items()):
+            for gid, onset in reversed(members_of[member].items()):
                 if onset < floor:
                     break
                 if onset > t or gid in seen:
@@ -548,12 +554,12 @@ class _Grouper:
                 if hops is None:
                     continue
                 # The evidence is the group's newest onset over all buckets; only a
-                # bucket whose head is newer than this entry can hold a newer one.
+                # bucket that has held a newer onset than this entry can hold a newer one.
                 evidence = onset
-                for other_head, other in heads:
-                    if other_head <= evidence:
+                for other in order:
+                    if newest[other] <= evidence:
                         break
-                    other_onset = other.get(gid, -1)
+                    other_onset = members_of[other].get(gid, -1)
                     if evidence < other_onset <= t:
                         evidence = other_onset
                 score = _score(group, hops, evidence)
