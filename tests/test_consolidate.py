@@ -147,6 +147,24 @@ def test_resource_alert_on_a_caller_is_its_own_problem(own_fault: str) -> None:
     assert roots[out["group_id"].iloc[2]] == "api"
 
 
+def test_a_new_kind_of_fault_on_a_root_is_a_new_incident() -> None:
+    # db is down; six minutes later its disk fills: a second fault on the same service,
+    # not more of the first. Another datastore alert on db stays in the first incident.
+    rows = [
+        alert(0, "db", DB_DOWN),
+        alert(1, "api", LATENCY),
+        alert(3, "db", DB_CONN),
+        alert(6, "db", DISK),
+        alert(7, "db", DB_DOWN),
+    ]
+    out, result = run(rows, CHAIN)
+    first, latency, same_kind, disk, repeat = out["group_id"]
+    assert latency == same_kind == repeat == first
+    assert disk != first and out["reason"].iloc[3] == "new"
+    roots = dict(zip(result.groups["group_id"], result.groups["root"], strict=True))
+    assert roots[disk] == roots[first] == "db"
+
+
 def test_symptom_joins_only_through_an_alerting_dependency() -> None:
     # web is a caller of db, but nothing on its path (api) is alerting: web's errors are
     # not explained by db's group.
@@ -399,7 +417,7 @@ def test_empty_batch_keeps_the_state() -> None:
     assert empty.state == state
 
 
-def exhaustive_choice(grouper: _Grouper, t: int, key: str, is_symptom: bool):
+def exhaustive_choice(grouper: _Grouper, t: int, key: str, is_symptom: bool, family: str):
     """Every open group scored in full, as the rules read: what the pruned candidate
     search must return. Returns (chosen group id or None, number of candidates)."""
     dependencies = grouper.index.dependencies(key)
@@ -410,6 +428,8 @@ def exhaustive_choice(grouper: _Grouper, t: int, key: str, is_symptom: bool):
             continue
         hops = below.get(group.root)
         if hops is None or (not is_symptom and group.root != key):
+            continue
+        if not is_symptom and group.cause_families and family not in group.cause_families:
             continue
         onsets = [
             span[0]
@@ -438,9 +458,9 @@ def test_pruned_candidate_search_equals_scoring_every_open_group(monkeypatch) ->
     pruned = _Grouper._best_candidate
     contested = []
 
-    def checked(self, t, key, is_symptom):
-        expected, n_candidates = exhaustive_choice(self, t, key, is_symptom)
-        chosen = pruned(self, t, key, is_symptom)
+    def checked(self, t, key, is_symptom, family):
+        expected, n_candidates = exhaustive_choice(self, t, key, is_symptom, family)
+        chosen = pruned(self, t, key, is_symptom, family)
         assert (chosen.group_id if chosen else None) == expected
         contested.append(n_candidates)
         return chosen
