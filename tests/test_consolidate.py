@@ -165,6 +165,27 @@ def test_a_new_kind_of_fault_on_a_root_is_a_new_incident() -> None:
     assert roots[disk] == roots[first] == "db"
 
 
+def test_a_new_symptom_long_after_the_trouble_on_its_path_is_a_new_problem() -> None:
+    # db has been down for 8 minutes and api's latency (its symptom) keeps firing; api
+    # now starts returning errors as well. Faults reach callers within minutes, so the
+    # errors are not db's doing: their own group. The latency repeats stay with db.
+    rows = [
+        alert(0, "db", DB_DOWN),
+        alert(1, "api", LATENCY),
+        alert(4, "db", DB_DOWN),
+        alert(8, "api", ERRORS),
+        alert(8.5, "api", LATENCY),
+    ]
+    out, _ = run(rows, CHAIN)
+    db, latency, _, errors, latency_again = out["group_id"]
+    assert latency == latency_again == db
+    assert errors != db and out["reason"].iloc[3] == "new"
+    # Within the lag (a third of the window: 5 minutes) the same errors are a symptom.
+    soon = [alert(0, "db", DB_DOWN), alert(1, "api", LATENCY), alert(4, "api", ERRORS)]
+    out, _ = run(soon, CHAIN)
+    assert out["group_id"].nunique() == 1
+
+
 def test_symptom_joins_only_through_an_alerting_dependency() -> None:
     # web is a caller of db, but nothing on its path (api) is alerting: web's errors are
     # not explained by db's group.
@@ -379,12 +400,13 @@ def test_state_json_round_trip(scenario) -> None:
 
 
 def test_series_counts_are_batch_invariant_when_a_series_pauses() -> None:
-    # Regression: db keeps its group open; api's latency fires at 1, pauses for 29
-    # minutes (more than the window) and fires again at 30, still in db's group. The
-    # series count once restarted after a batch boundary but kept counting in one batch.
-    rows = [alert(m, "db", DB_DOWN) for m in (0, 10, 20, 30)]
-    rows[1:1] = [alert(1, "api", LATENCY, alert_id="b000")]
-    rows.append(alert(30, "api", LATENCY, alert_id="b001"))
+    # Regression: db's connection alerts keep its group open; its DB_DOWN fires at 0,
+    # pauses for 30 minutes (more than the window) and fires again at 30, still in the
+    # group. The series count once restarted after a batch boundary but kept counting
+    # in one batch.
+    rows = [alert(m, "db", DB_CONN) for m in (1, 10, 20, 30)]
+    rows[0:0] = [alert(0, "db", DB_DOWN, alert_id="b000")]
+    rows.append(alert(30, "db", DB_DOWN, alert_id="b001"))
     alerts = frame(rows, CHAIN)
     one = consolidate(alerts, CHAIN, SETTINGS)
     cut = alerts["timestamp"] < alerts["timestamp"].iloc[0] + pd.Timedelta(minutes=25)
@@ -431,10 +453,11 @@ def exhaustive_choice(grouper: _Grouper, t: int, key: str, is_symptom: bool, fam
             continue
         if not is_symptom and group.cause_families and family not in group.cause_families:
             continue
+        oldest = t - grouper.root_lag if is_symptom else -1  # the evidence's age bound
         onsets = [
             span[0]
             for member, span in group.members.items()
-            if (member == key or member in dependencies) and span[0] <= t
+            if (member == key or member in dependencies) and oldest <= span[0] <= t
         ]
         if onsets:
             scored.append((_score(group, hops, max(onsets)), gid))

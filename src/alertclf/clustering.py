@@ -379,7 +379,7 @@ def evaluate_candidate(
         cand.largest_share = float(np.bincount(own[clustered]).max() / len(own))
     cand.silhouette = sampled_silhouette(rows, own, silhouette_size, random_state)
     if families is not None:
-        cand.family_nmi = float(normalized_mutual_info_score(families[index], own))
+        cand.family_nmi = family_agreement(families[index], own)
     problems = []
     if cand.n_clusters < 2:
         problems.append("fewer than 2 clusters")
@@ -399,6 +399,23 @@ def evaluate_candidate(
     cand.valid = not problems
     cand.why_not = "; ".join(problems)
     return cand
+
+
+def incident_families(X: np.ndarray, names) -> np.ndarray | None:
+    """Each row's incident family, read from its one-hot ``a_cause_*`` columns (0 when
+    it has none); None when the features (named ``names``) carry no such columns."""
+    columns = [i for i, name in enumerate(names) if str(name).startswith(FAMILY_PREFIX)]
+    if not columns:
+        return None
+    onehot = np.asarray(X)[:, columns]
+    return np.where(onehot.max(axis=1) > 0, onehot.argmax(axis=1) + 1, 0)
+
+
+def family_agreement(families: np.ndarray | None, labels: np.ndarray) -> float:
+    """NMI between cluster labels and incident families, in [0, 1]; 0 without families."""
+    if families is None or len(labels) == 0:
+        return 0.0
+    return float(normalized_mutual_info_score(families, labels))
 
 
 def selection_key(cand: Candidate) -> tuple[float, float]:
@@ -472,14 +489,7 @@ class AlertClusterModel(ClusterMixin, BaseEstimator):
         return weights
 
     def _families(self, X: np.ndarray) -> np.ndarray | None:
-        """Each row's incident family, read from its one-hot ``a_cause_*`` columns (0
-        when it has none); None when the features carry no such columns."""
-        names = [str(n) for n in getattr(self, "feature_names_in_", ())]
-        columns = [i for i, name in enumerate(names) if name.startswith(FAMILY_PREFIX)]
-        if not columns:
-            return None
-        onehot = X[:, columns]
-        return np.where(onehot.max(axis=1) > 0, onehot.argmax(axis=1) + 1, 0)
+        return incident_families(X, getattr(self, "feature_names_in_", ()))
 
     def _scale(self, X: np.ndarray) -> np.ndarray:
         return self.scaler_.transform(X) * self.weights_

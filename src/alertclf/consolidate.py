@@ -16,7 +16,8 @@ only by its relation *to the group's root*, never to an arbitrary member:
    (latency, errors, readiness: :func:`alertclf.catalogue.can_be_symptom`; a CPU, disk,
    network or crash alert on a caller is that caller's own problem), and one of ``s``'s
    direct dependencies (or ``s`` itself) is already alerting in the group -- the path
-   the fault travelled;
+   the fault travelled -- and that trouble began less than ``root_lag`` ago: a new series
+   starting long after the trouble on its path began is a new problem;
 3. ``s`` is a *dependency* of the root, the group is still young (it began less than
    ``root_lag`` = a third of the window ago), holds only symptoms, and every service in
    it is a *direct* caller of ``s``: those first alerts were symptoms that outran their
@@ -536,7 +537,13 @@ class _Grouper:
         order = [key, *alerting] if key in members_of else list(alerting)
         order.sort(key=newest.__getitem__, reverse=True)
         best, best_score, best_id = None, None, ""
-        floor = -1  # evidence of the best established group so far
+        # The evidence of the best established group so far. It starts at ``root_lag``
+        # ago: trouble on the path that began earlier than that did not start a *new*
+        # symptom series now (faults reach callers within minutes; repeats of a series
+        # keep their group by the series rule). Without this bound a caller that
+        # alerted in one incident drew its next, unrelated alert into it (calm worst
+        # ARI 0.877 -> 0.966 on the 18 quality runs, storm mean 0.817 -> 0.826).
+        floor = t - self.root_lag
         seen: set[str] = set()
         stale: list[Group] = []
         for member in order:

@@ -777,17 +777,21 @@ class Decision:
 
 
 def holdout_score(features: pd.DataFrame, labels: np.ndarray, settings: Settings) -> float:
-    """How well a model's labels separate the held-out alerts, in one space for all models
-    (standardised features): silhouette, sampled the same way for every model."""
-    from alertclf.clustering import sampled_silhouette
+    """How well a model's labels describe the held-out alerts, in one space for all
+    models: silhouette in the standardised features (sampled the same way for every
+    model) plus agreement with the alerts' incident families -- the criterion the model
+    was selected by (see :func:`alertclf.clustering.selection_key`)."""
+    from alertclf.clustering import family_agreement, incident_families, sampled_silhouette
 
     values = features.to_numpy(dtype=np.float64)
     scale = values.std(axis=0)
     scale[scale == 0] = 1.0
     standardised = (values - values.mean(axis=0)) / scale
-    return sampled_silhouette(
-        standardised, np.asarray(labels), settings.silhouette_sample_size, settings.random_state
+    labels = np.asarray(labels)
+    silhouette = sampled_silhouette(
+        standardised, labels, settings.silhouette_sample_size, settings.random_state
     )
+    return silhouette + family_agreement(incident_families(values, features.columns), labels)
 
 
 def decide_promotion(version: str, held: Prepared, settings: Settings, window: str) -> Decision:
@@ -814,7 +818,10 @@ def decide_promotion(version: str, held: Prepared, settings: Settings, window: s
     tags = {
         "decision.outcome": "promoted" if promoted else "staged",
         "decision.reason": reason,
-        "decision.metric": "silhouette of held-out alerts, standardised feature space",
+        "decision.metric": (
+            "silhouette (standardised features) + family agreement (NMI with the alerts' "
+            "incident families) of held-out alerts"
+        ),
         "decision.candidate_score": _fmt(cand_score),
         "decision.production_score": _fmt(prod_score),
         "decision.production_version": production_version or "none",
