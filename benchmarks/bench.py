@@ -16,7 +16,8 @@ What is measured (every job in a fresh subprocess, so its peak memory is its own
   ``max_training_samples`` = 50,000 and ``silhouette_sample_size`` = 10,000);
 * **clusterer training time** at equal sample size: k-means vs the ``hdbscan``
   package vs scikit-learn's HDBSCAN, on the model's own PCA space;
-* **``mlflow run . -e classify``** on a 1,000-alert batch, wall clock including start-up.
+* **``mlflow run . -e classify``** on a 1,000-alert batch, wall clock including start-up
+  (median of three runs).
 
 Targets (the performance issue): classify of 1M alerts <= 5x the I/O floor and
 <= 4 GiB peak; per-alert cost at 1M <= 1.5x that at 10k; retrain on 1M <= 5 minutes;
@@ -268,9 +269,12 @@ def main(argv: list[str] | None = None) -> int:
             f"  retrain {size:,}: {run['seconds']:.1f} s, peak {run['peak_gib']:.2f} GiB",
             flush=True,
         )
-    wall = mlflow_run_job(store)
-    rows.append({"job": "mlflow run -e classify, 1,000 alerts", "seconds": wall})
-    print(f"  mlflow run classify 1k: {wall:.1f} s", flush=True)
+    # Three runs, the median reported: a lone run right after the 1M jobs has measured
+    # 9.2-11.0 s on the same code (page cache and CPU of a shared machine).
+    walls = sorted(mlflow_run_job(store) for _ in range(3))
+    wall = walls[1]
+    rows.append({"job": "mlflow run -e classify, 1,000 alerts (median of 3)", "seconds": wall})
+    print(f"  mlflow run classify 1k: {', '.join(f'{w:.1f}' for w in walls)} s", flush=True)
     clusterers = pd.DataFrame(clusterer_job(args.cluster_samples))
     print(clusterers.to_string(index=False))
 
@@ -293,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     for size in args.retrain_sizes:
         sec = table[table["job"] == f"retrain {size:,}"]["seconds"].iloc[0]
         targets.append((f"retrain {size:,} <= 300 s", f"{sec:.0f} s", sec <= 300))
-    targets.append(("mlflow run classify 1k <= 10 s", f"{wall:.1f} s", wall <= 10))
+    targets.append(("mlflow run classify 1k <= 10 s (median of 3)", f"{wall:.1f} s", wall <= 10))
     report = "\n".join([
         "# Performance benchmark", "",
         f"`python benchmarks/bench.py` on {machine()}, {time.strftime('%Y-%m-%d')}.", "",
