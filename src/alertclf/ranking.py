@@ -181,7 +181,7 @@ def _top_counts(frame: pd.DataFrame, by: str, column: str, n: int | None, label)
 def _join_runs(keys: np.ndarray, texts: list[str], by: str) -> pd.Series:
     """``texts`` joined with ``|`` per run of equal ``keys`` (sorted): what
     ``groupby(by).agg("|".join)`` gives, without a Python call per group (35,000
-    incidents a million alerts: 2.3 s -> 0.1 s)."""
+    incidents in a million alerts: 2.3 s -> 0.1 s)."""
     if len(keys) == 0:
         return pd.Series([], index=pd.Index(keys, name=by), dtype=object, name="text")
     starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
