@@ -197,6 +197,28 @@ def test_incidents_are_ranked_one_to_n_by_descending_score(incidents) -> None:
     assert set(top["services"].split("|")) == {"db", "api", "batch", "web"}
 
 
+def test_a_lone_unusual_alert_does_not_outrank_a_real_incident() -> None:
+    # A warning-level incident (three alerts on two services) against one critical,
+    # unclustered alert on an unknown host: unusual, but a lone odd alert is what noise
+    # looks like. (It scored 47.9 to the incident's 45.7 when novelty counted alone.)
+    g = graph(("web", "api"), ("api", "db"))
+    rows = [
+        alert(0, "db", DB_DOWN),
+        alert(1, "api", LATENCY),
+        alert(3, "db", DB_CONN),
+        alert(3.5, "print-spooler", DISK, severity="critical"),
+    ]
+    alerts = frame(rows, g)
+    grouped = consolidate(alerts, g, SETTINGS)
+    dups, _ = mark_duplicates(alerts, SETTINGS)
+    alerts = alerts.join(dups).assign(
+        group_id=grouped.group_ids, cluster_id=[0, 1, 0, -1], is_outlier=[False] * 3 + [True]
+    )
+    roots = root_causes(grouped.groups, index_of(g), WINDOW)
+    table = incident_table(alerts, roots, graph_features(g), alerts["timestamp"].max())
+    assert table["root_cause_service"].tolist() == ["db", "print-spooler"]
+
+
 def test_every_incident_has_reasons_naming_numbers(incidents) -> None:
     _, table, _, _, _ = incidents
     for reasons in table["reasons"]:
