@@ -556,7 +556,7 @@ class _Grouper:
                     continue
                 seen.add(gid)
                 group = self.active[gid]
-                if t - group.last_seen > self.window or t - group.start > self.max_span:
+                if not self._is_active(group, t):
                     stale.append(group)
                     continue
                 hops = below.get(group.root)
@@ -572,13 +572,7 @@ class _Grouper:
                     if evidence < other_onset <= t:
                         evidence = other_onset
                 score = _score(group, hops, evidence)
-                # Equal scores go to the smallest id: the same choice in every process,
-                # whatever order the buckets were filled in.
-                if (
-                    best_score is None
-                    or score > best_score
-                    or (score == best_score and gid < best_id)
-                ):
+                if _beats(score, gid, best_score, best_id):
                     best, best_score, best_id = group, score, gid
                     if score[0]:
                         floor = evidence
@@ -600,7 +594,7 @@ class _Grouper:
             group = self.active[gid]
             if group.root != key:
                 continue
-            if t - group.last_seen > self.window or t - group.start > self.max_span:
+            if not self._is_active(group, t):
                 stale.append(group)
                 continue
             if group.cause_families and family not in group.cause_families:
@@ -615,7 +609,7 @@ class _Grouper:
             if not onsets:
                 continue
             score = _score(group, below[key], max(onsets))
-            if best_score is None or score > best_score or (score == best_score and gid < best_id):
+            if _beats(score, gid, best_score, best_id):
                 best, best_score, best_id = group, score, gid
         for group in stale:
             self._close(group)
@@ -638,10 +632,8 @@ class _Grouper:
             for gid, onset in reversed(bucket.items()):
                 if t - onset > self.root_lag:
                     break
-                if gid in found:
-                    continue
-                group = self.active[gid]
-                found[gid] = group
+                if gid not in found:
+                    found[gid] = self.active[gid]
         early = [
             g
             for g in found.values()
@@ -745,6 +737,12 @@ def _score(group: Group, hops: int, evidence_onset: int) -> tuple:
     """
     established = not group.symptoms_only or group.n_alerts > 1
     return (established, evidence_onset, -hops, group.start)
+
+
+def _beats(score: tuple, gid: str, best_score: tuple | None, best_id: str) -> bool:
+    """A higher score wins; equal scores go to the smallest id: the same choice in every
+    process, whatever order the buckets were filled in."""
+    return best_score is None or score > best_score or (score == best_score and gid < best_id)
 
 
 def _group_id(root: str, t: int, first_alert: str) -> str:
