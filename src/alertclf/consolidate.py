@@ -84,7 +84,9 @@ NS_PER_MINUTE = 60 * 10**9
 BURST_NS = 5 * NS_PER_MINUTE
 
 
-@dataclass
+# slots: the per-alert loop reads and writes a group's fields a dozen times an alert;
+# slotted fields made 300,000 bench alerts 10-17% faster (6.2 -> 5.3 s).
+@dataclass(slots=True)
 class Group:
     group_id: str
     root: str
@@ -101,12 +103,14 @@ class Group:
     local_members: list[str] = field(default_factory=list)  # fired a non-symptom alert
     # alerts per family among non-symptom alerts: what kind of fault this is
     cause_families: dict[str, int] = field(default_factory=dict)
+    # cached cause_family, kept out of the saved state (see count_cause)
+    _leader: str | None = field(default=None, repr=False, compare=False)
 
     @property
     def cause_family(self) -> str:
         """The commonest non-symptom family so far (the first by name among equals),
         else the root's first family."""
-        leader = self.__dict__.get("_leader")
+        leader = self._leader
         if leader is None and self.cause_families:
             counts = self.cause_families
             leader = self._leader = max(sorted(counts), key=counts.__getitem__)
@@ -117,7 +121,7 @@ class Group:
         without a sort per alert (it is read for every alert)."""
         counts = self.cause_families
         count = counts[family] = counts.get(family, 0) + alerts
-        leader = self.__dict__.get("_leader")
+        leader = self._leader
         if leader is None:
             if len(counts) == 1:
                 self._leader = family
@@ -127,7 +131,9 @@ class Group:
             self._leader = family
 
     def to_json(self) -> dict:
-        return asdict(self)
+        out = asdict(self)
+        del out["_leader"]
+        return out
 
 
 @dataclass

@@ -203,9 +203,14 @@ def classify(
         )
         statistics = {**result.statistics, **model_facts(loaded)}
         tables = result_tables(result, batch)
-        t0 = time.perf_counter()
-        report_files = _report_files(tables, metadata)
-        stage_times["report"] = round(time.perf_counter() - t0, 4)
+
+        def report_files() -> dict[str, bytes]:
+            # Drawn while the result tables are written (see write_results).
+            t0 = time.perf_counter()
+            files = _report_files(tables, metadata)
+            stage_times["report"] = round(time.perf_counter() - t0, 4)
+            return files
+
         t0 = time.perf_counter()
         folder = write_results(
             output,

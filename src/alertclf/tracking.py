@@ -19,6 +19,8 @@ import logging
 import os
 import tempfile
 import time
+import urllib.parse
+import urllib.request
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -296,11 +298,42 @@ def log_table(frame: pd.DataFrame, artifact_file: str) -> None:
 
 
 def log_files(paths: list[Path], artifact_path: str | None = None) -> None:
+    """Log files as artifacts of the active run. With a local artifact store the files
+    are hard-linked when they can be: result files are never modified after they are
+    written, and copying the 750 MB alert table of a million alerts took 1.8 s."""
     import mlflow
 
-    for path in paths:
-        if Path(path).exists():
-            mlflow.log_artifact(str(path), artifact_path=artifact_path)
+    folder = _local_artifact_folder(mlflow.get_artifact_uri(artifact_path))
+    for path in map(Path, paths):
+        if not path.exists():
+            continue
+        if folder is not None and _hard_link(path, folder / path.name):
+            continue
+        mlflow.log_artifact(str(path), artifact_path=artifact_path)
+
+
+def _local_artifact_folder(uri: str) -> Path | None:
+    """The folder behind a ``file:`` (or plain path) artifact URI; None for anything
+    else (a server, a blob store), which only the MLflow client may write."""
+    parsed = urllib.parse.urlparse(uri)
+    if parsed.scheme == "file" and parsed.netloc in ("", "localhost"):
+        return Path(urllib.request.url2pathname(parsed.path))
+    if parsed.scheme == "" and uri.startswith("/"):
+        return Path(uri)
+    return None
+
+
+def _hard_link(source: Path, target: Path) -> bool:
+    """Link ``source`` as ``target`` (replacing it, as log_artifact would); False when
+    the file system refuses (another device, no hard links), so the caller copies."""
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.unlink(missing_ok=True)
+        os.link(source, target)
+    except OSError as err:
+        logger.debug("hard link %s -> %s refused (%s); copying", source, target, err)
+        return False
+    return True
 
 
 def _jsonable(data: Any) -> Any:

@@ -196,19 +196,19 @@ def write_results(
     run_id: str,
     tables: Mapping[str, Table],
     documents: dict[str, Any],
-    files: dict[str, bytes | Path] | None = None,
+    files: Mapping[str, bytes | Path] | Callable[[], Mapping[str, bytes | Path]] | None = None,
 ) -> Path:
     """Write every file into a temporary folder, then rename it to ``root/run_id``.
 
     ``files`` adds other files as they are (bytes, or a file to copy), e.g. the report
-    and its charts; names are relative and may have one level of sub-folder.
+    and its charts; names are relative and may have one level of sub-folder. Given as a
+    function, it is called while the tables are being written (their writers release
+    the GIL), so drawing a report costs no extra wall time; the ``documents`` are
+    written after it returns.
     """
     root = Path(root)
-    files = files or {}
-    for name in files:
-        parts = Path(name).parts
-        if Path(name).is_absolute() or ".." in parts or not 1 <= len(parts) <= 2:
-            raise ValueError(f"results file name {name!r} must be relative, inside the folder")
+    if not callable(files):
+        _check_file_names(files or {})
     with atomic_results_folder(root, run_id) as tmp:
         sources = {t.source for t in tables.values() if isinstance(t, View)}
         converted: dict[str, pa.Table] = {}
@@ -232,8 +232,12 @@ def write_results(
                 if name in sources:
                     converted[name] = arrow
             writes += [pool.submit(write_view, name) for name in views]
+            if callable(files):
+                files = files()
+                _check_file_names(files)
             for write in writes:
                 write.result()
+        files = files or {}
         for name, data in documents.items():
             write_json(data, tmp / name)
         for name, content in files.items():
@@ -241,6 +245,13 @@ def write_results(
                 content if isinstance(content, bytes) else Path(content).read_bytes(), tmp / name
             )
     return root / run_id
+
+
+def _check_file_names(files: Mapping[str, Any]) -> None:
+    for name in files:
+        parts = Path(name).parts
+        if Path(name).is_absolute() or ".." in parts or not 1 <= len(parts) <= 2:
+            raise ValueError(f"results file name {name!r} must be relative, inside the folder")
 
 
 @contextlib.contextmanager
