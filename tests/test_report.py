@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
+from pathlib import Path
 
 import mlflow
 import pandas as pd
 import pytest
 
-from alertclf import plots, report
+from alertclf import plots, report, tracking
 from alertclf.contracts import RESULT_FILES
 from alertclf.flows import classify
 from alertclf.io.results import write_results
@@ -173,6 +175,22 @@ def test_write_results_files_are_optional_and_stay_inside_the_folder(tmp_path):
     assert not (tmp_path / "r3").exists()
 
 
+def test_write_results_calls_a_files_function_before_the_documents(tmp_path):
+    documents = {"m.json": {"report_seconds": None}}
+
+    def draw() -> dict[str, bytes]:
+        documents["m.json"]["report_seconds"] = 1.5  # as classify records its timing
+        return {"report.html": b"<html></html>"}
+
+    folder = write_results(tmp_path, "r1", {"a.csv": pd.DataFrame({"x": [1]})}, documents, draw)
+    assert (folder / "report.html").read_bytes() == b"<html></html>"
+    assert json.loads((folder / "m.json").read_text()) == {"report_seconds": 1.5}
+    with pytest.raises(ValueError, match="inside the folder"):
+        write_results(tmp_path, "r2", {"a.csv": pd.DataFrame({"x": [1]})}, {},
+                      lambda: {"../escape.html": b""})  # fmt: skip
+    assert not (tmp_path / "r2").exists() and not (tmp_path / "escape.html").exists()
+
+
 # --- classify against a real store ----------------------------------------------------
 @pytest.fixture(scope="module")
 def scenario(tmp_path_factory):
@@ -212,6 +230,29 @@ def test_classify_writes_the_report_with_the_results_and_logs_it(scenario, tmp_p
     assert logged(outcome.mlflow_run_id, "results/charts") == {
         f"results/charts/{name}" for name in charts
     }
+    artifact = mlflow.artifacts.download_artifacts(
+        run_id=outcome.mlflow_run_id,
+        artifact_path="results/alert_consolidation_final.csv",
+        dst_path=str(tmp_path / "download"),
+    )
+    table = folder / "alert_consolidation_final.csv"
+    assert Path(artifact).read_bytes() == table.read_bytes()
+
+
+def test_logged_files_are_copied_when_they_cannot_be_hard_linked(tmp_path, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise OSError(18, "Invalid cross-device link")
+
+    source = tmp_path / "table.csv"
+    source.write_text("x\n1\n")
+    monkeypatch.setattr(os, "link", refuse)
+    with mlflow.start_run() as run:
+        tracking.log_files([source], artifact_path="results")
+    assert logged(run.info.run_id, "results") == {"results/table.csv"}
+    local = mlflow.artifacts.download_artifacts(
+        run_id=run.info.run_id, artifact_path="results/table.csv", dst_path=str(tmp_path / "d")
+    )
+    assert Path(local).read_text() == "x\n1\n"
 
 
 def test_a_failing_chart_does_not_fail_classify(scenario, tmp_path, monkeypatch, caplog):
