@@ -325,24 +325,28 @@ def test_cluster_table_ranks_clusters_with_reasons() -> None:
 
 
 @pytest.mark.parametrize("by_dtype", [object, np.int64])
-def test_top_counts_equal_a_groupby_join(by_dtype) -> None:
-    # _top_counts joins per key without a Python call per group; it must give what the
-    # plain groupby would, ties (by value) and keys in the same order.
+@pytest.mark.parametrize("counted", [False, True])
+def test_top_counts_equal_a_groupby_join(by_dtype, counted) -> None:
+    # _top_counts joins per key without a Python call per group or per row; it must give
+    # what the plain groupby would, ties (by value) and keys in the same order.
     rng = np.random.default_rng(0)
     keys = rng.integers(0, 300, 5_000)
     frame = pd.DataFrame(
         {
             "by": keys.astype(str).astype(object) if by_dtype is object else keys,
-            "value": rng.choice(["cpu", "disk", "latency", "errors", "oom"], 5_000),
+            "value": rng.choice(["cpu", "disk", "latency", "errors", "oom", "Disk"], 5_000),
         }
     )
-    label = lambda value, count: f"{value} ({count})"  # noqa: E731
     for n in (None, 2):
         counts = frame.groupby(["by", "value"], sort=False).size().rename("n").reset_index()
         counts = counts.sort_values(["by", "n", "value"], ascending=[True, False, True])
         if n is not None:
             counts = counts.groupby("by", sort=False).head(n)
-        counts["text"] = [label(v, c) for v, c in zip(counts["value"], counts["n"], strict=True)]
+        counts["text"] = [
+            f"{v.upper()} x{c}" if counted else v.upper()
+            for v, c in zip(counts["value"], counts["n"], strict=True)
+        ]
         expected = counts.groupby("by", sort=True)["text"].agg("|".join)
-        pd.testing.assert_series_equal(_top_counts(frame, "by", "value", n, label), expected)
-    assert _top_counts(frame.iloc[:0], "by", "value", 2, label).empty
+        got = _top_counts(frame, "by", "value", n, str.upper, counted)
+        pd.testing.assert_series_equal(got, expected)
+    assert _top_counts(frame.iloc[:0], "by", "value", 2, str.upper, counted).empty
