@@ -220,7 +220,10 @@ class CallerIndex:
         return self._succ.get(node, set())
 
     def direct_callers(self, node: str) -> set[str]:
-        return self._pred_set.setdefault(node, set(self._pred.get(node, ())))
+        callers = self._pred_set.get(node)
+        if callers is None:  # not setdefault: it would build the set on every call
+            callers = self._pred_set[node] = set(self._pred.get(node, ()))
+        return callers
 
 
 def service_keys(alerts: pd.DataFrame) -> np.ndarray:
