@@ -110,9 +110,7 @@ def build_features(alerts: pd.DataFrame, graph_features: pd.DataFrame) -> pd.Dat
     out["a_dow_cos"] = np.cos(2 * np.pi * dow / 7)
 
     names = alerts["alert_name"].astype(str)
-    families = _per_unique(names, alert_family)
-    for family in FAMILIES:
-        out[f"a_fam_{family}"] = (families == family).astype(np.float64)
+    out.update(_one_hot(_per_unique(names, alert_family), "a_fam_"))
     out["a_symptom_capable"] = _per_unique(names, can_be_symptom).astype(np.float64)
     out["a_is_mapped"] = (mapped != "").to_numpy(dtype=np.float64)
     out["a_mapping_confidence"] = (
@@ -131,12 +129,22 @@ def build_features(alerts: pd.DataFrame, graph_features: pd.DataFrame) -> pd.Dat
     out["a_is_group_root"] = col("on_root")
     out["a_hops_to_root"] = col("hops_to_root")
     cause = alerts["cause_family"].fillna("other").astype(str).to_numpy(dtype=object)
-    for family in FAMILIES:
-        out[f"a_cause_{family}"] = (cause == family).astype(np.float64)
+    out.update(_one_hot(cause, "a_cause_"))
 
     columns = feature_columns(list(graph_features.columns))
     result = pd.DataFrame({c: out[c] for c in columns}, index=alerts.index)
     return result.astype(np.float64)
+
+
+def _one_hot(families: np.ndarray, prefix: str) -> dict[str, np.ndarray]:
+    """``prefix + family`` -> 1.0 where the value is that family, for every family.
+    Compares integer codes, not a million strings once per family."""
+    codes, uniques = pd.factorize(families)
+    position = {value: i for i, value in enumerate(uniques)}
+    return {
+        f"{prefix}{family}": (codes == position.get(family, -2)).astype(np.float64)
+        for family in FAMILIES
+    }
 
 
 def _per_unique(values: pd.Series, func) -> np.ndarray:
