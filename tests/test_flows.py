@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -72,6 +73,17 @@ def test_first_retrain_registers_version_1_in_production(scenario, tmp_path):
     assert {"v1_profiles.json", "v1_metadata.json", "candidates.csv"} <= artifacts
     # Artifacts live under the models folder, not the current directory.
     assert str(models) in run.info.artifact_uri
+    # The registered pyfunc names each alert's cluster as the profiles do.
+    loaded = tracking.load_model("alert-clustering", alias=tracking.PRODUCTION)
+    columns = loaded.pyfunc.metadata.get_input_schema().input_names()
+    rng = np.random.default_rng(0)
+    features = pd.DataFrame(rng.normal(size=(300, len(columns))), columns=columns)
+    predicted = loaded.predict(features)
+    assert predicted["cluster_id"].nunique() > 1
+    expected = [
+        loaded.profiles.get(int(c), {}).get("name", f"Cluster {c}") for c in predicted["cluster_id"]
+    ]
+    assert predicted["cluster_name"].tolist() == expected
 
 
 def test_retrain_that_is_not_better_stays_at_staging_with_decision_tags(scenario, tmp_path):
