@@ -6,6 +6,7 @@ No MLflow object is mocked: every test gets its own store in a temporary folder.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -15,6 +16,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+import sklearn
 
 from alertclf import tracking
 from alertclf.contracts import DERIVED_RESULT_FILES, FINAL_COLUMNS, INCIDENT_COLUMNS, RESULT_FILES
@@ -45,7 +47,7 @@ def aliases(models: Path, name: str = "alert-clustering") -> dict[str, str]:
     return {k: str(v) for k, v in tracking.client().get_registered_model(name).aliases.items()}
 
 
-def test_first_retrain_registers_version_1_in_production(scenario, tmp_path):
+def test_first_retrain_registers_version_1_in_production(scenario, tmp_path, monkeypatch, caplog):
     models = tmp_path / "models"
     outcome = retrain(settings(), scenario["alerts"], scenario["graph"], models)
     assert outcome.version == "1" and outcome.promoted
@@ -84,6 +86,19 @@ def test_first_retrain_registers_version_1_in_production(scenario, tmp_path):
         loaded.profiles.get(int(c), {}).get("name", f"Cluster {c}") for c in predicted["cluster_id"]
     ]
     assert predicted["cluster_name"].tolist() == expected
+    # It records the library versions it was trained with, checked on every load.
+    recorded = loaded.metadata["library_versions"]
+    assert recorded["scikit-learn"] == sklearn.__version__
+    assert tracking.version_mismatches(recorded) == []
+    old = {**recorded, "scikit-learn": "0.0.1"}
+    assert tracking.version_mismatches(old) == [
+        f"scikit-learn 0.0.1 (installed {sklearn.__version__})"
+    ]
+    elsewhere = {**recorded, "scikit-learn": "9.9.9"}  # as if loaded in another environment
+    monkeypatch.setattr(tracking, "library_versions", lambda: elsewhere)
+    with caplog.at_level(logging.WARNING, logger="alertclf.tracking"):
+        tracking.load_model("alert-clustering", alias=tracking.PRODUCTION)
+    assert f"trained with scikit-learn {sklearn.__version__} (installed 9.9.9)" in caplog.text
 
 
 def test_retrain_that_is_not_better_stays_at_staging_with_decision_tags(scenario, tmp_path):
