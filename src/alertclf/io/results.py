@@ -221,7 +221,7 @@ def write_results(
 
         # Arrow's take and CSV writer release the GIL: every table is written in a
         # thread as soon as it is converted, the views (a million rows each, ~3 s
-        # apiece) side by side with their source (1M alerts: 10.7 -> 6.4 s on 2 cores).
+        # apiece) side by side with their source (1M alerts: 11.2 -> 8.9-10.0 s, 2 cores).
         with ThreadPoolExecutor(max_workers=1 + len(views)) as pool:
             writes = []
             for name, table in tables.items():
