@@ -328,3 +328,28 @@ def test_mlflow_run_entry_points_work_and_reject_bad_parameters(scenario, tmp_pa
     )
     assert unknown.returncode != 0
     assert "unrecognized arguments: --speed 9" in unknown.stderr
+
+
+@pytest.mark.parametrize("shuffled", [False, True])
+def test_alerts_by_cluster_rows_follow_rank_then_time_then_id(shuffled) -> None:
+    from alertclf.flows import _by_cluster_rows
+
+    rng = np.random.default_rng(4)
+    n = 3_000
+    stamps = pd.Timestamp("2026-01-05", tz="UTC") + pd.to_timedelta(
+        np.sort(rng.integers(0, 600, n)), unit="s"
+    )  # many alerts share a second
+    alerts = pd.DataFrame(
+        {
+            "cluster_rank": rng.integers(1, 6, n),
+            "timestamp": stamps,
+            "alert_id": [f"a{i:05d}" for i in rng.permutation(n)],
+        }
+    )
+    if not shuffled:  # time then id order, as most exports come
+        alerts = alerts.sort_values(["timestamp", "alert_id"]).reset_index(drop=True)
+    else:
+        alerts = alerts.sample(frac=1, random_state=1).set_axis(range(100, 100 + n))
+    keys = alerts.reset_index(drop=True)
+    expected = keys.sort_values(["cluster_rank", "timestamp", "alert_id"], kind="stable").index
+    np.testing.assert_array_equal(_by_cluster_rows(alerts), expected.to_numpy())

@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from alertclf import __version__, tracking
+from alertclf.consolidate import to_epoch_ns
 from alertclf.contracts import DERIVED_RESULT_FILES, RESULT_FILES
 from alertclf.errors import AlertclfError
 from alertclf.gcpause import gc_paused
@@ -375,8 +376,19 @@ def _not_duplicate_rows(alerts: pd.DataFrame) -> np.ndarray:
 
 def _by_cluster_rows(alerts: pd.DataFrame) -> np.ndarray:
     """Positions in cluster rank, then time, then id order (stable)."""
-    keys = alerts[["cluster_rank", "timestamp", "alert_id"]].reset_index(drop=True)
-    return keys.sort_values(list(keys.columns), kind="stable").index.to_numpy()
+    rank = alerts["cluster_rank"].to_numpy()
+    if len(alerts) == 0 or not np.issubdtype(rank.dtype, np.integer):
+        keys = alerts[["cluster_rank", "timestamp", "alert_id"]].reset_index(drop=True)
+        return keys.sort_values(list(keys.columns), kind="stable").index.to_numpy()
+    stamps = to_epoch_ns(alerts["timestamp"])
+    ids = alerts["alert_id"].astype(str).to_numpy(dtype=object)
+    step = np.diff(stamps)
+    ties = np.flatnonzero(step == 0)
+    if (step >= 0).all() and (ids[ties] <= ids[ties + 1]).all():
+        # Already in time-then-id order (alert exports usually are): a stable sort by
+        # rank alone keeps it, without sorting a million id strings (1M alerts: 1.0 s).
+        return np.argsort(rank, kind="stable")
+    return np.lexsort((pd.factorize(ids, sort=True)[0], stamps, rank))
 
 
 def select_new(
