@@ -314,7 +314,14 @@ def normalize_alerts(
         "description": description,
         "labels": column("labels").str.strip(),
     }
-    accepted = pd.DataFrame({k: v.iloc[keep].reset_index(drop=True) for k, v in canonical.items()})
+    # Usually every row is accepted: then no column needs a take (0.35 s at 1M rows).
+    everything = len(keep) == n
+    accepted = pd.DataFrame(
+        {
+            k: (v if everything else v.iloc[keep]).reset_index(drop=True)
+            for k, v in canonical.items()
+        }
+    )
     accepted["source_file"] = _constant(source_file, len(keep))
     accepted["source_row"] = rows[keep]
     accepted = accepted[list(contracts.CANONICAL_COLUMNS)]
