@@ -298,21 +298,24 @@ def consolidate(
         hosts[order].tolist(), severities[order].tolist(), strict=True,
     )  # fmt: skip
     with gc_paused():
-        placed = [grouper.add(*row) for row in rows]
+        # One flat tuple per alert, transposed once into columns (in C).
+        placed = list(zip(*[grouper.add(*row) for row in rows], strict=True))
     assigned = np.empty(len(alerts), dtype=object)
     reasons = np.empty(len(alerts), dtype=object)
     cause_family = np.empty(len(alerts), dtype=object)
-    assigned[order] = [group_id for group_id, _, _, _ in placed]
-    reasons[order] = [reason for _, reason, _, _ in placed]
-    cause_family[order] = [cause or fam for (_, _, _, cause), fam in
-                           zip(placed, families[order].tolist(), strict=True)]  # fmt: skip
+    assigned[order] = placed[0]
+    reasons[order] = placed[1]
+    cause_family[order] = [cause or fam for cause, fam in
+                           zip(placed[-1], families[order].tolist(), strict=True)]  # fmt: skip
     as_of = np.empty((len(alerts), len(AS_OF_COLUMNS)), dtype=np.float64)
-    as_of[order, :-1] = np.array([values for _, _, values, _ in placed], dtype=np.float64)
+    for column, values in enumerate(placed[2:-1]):
+        as_of[order, column] = values
     bursts, recent = _bursts(keys, times, order, grouper.recent)
     as_of[:, -1] = bursts
     grouper.recent = recent
     if grouper.alias:
-        assigned = np.array([grouper.resolve(g) for g in assigned], dtype=object)
+        merged = np.flatnonzero(pd.Series(assigned).isin(grouper.alias.keys()).to_numpy())
+        assigned[merged] = [grouper.resolve(g) for g in assigned[merged]]
     return Consolidation(
         pd.Series(assigned, index=alerts.index, name="group_id"),
         _groups_frame(list(grouper.touched.values())),
@@ -367,6 +370,7 @@ class _Grouper:
         # Symptoms may show up before their cause, but not by much: the cause's own
         # monitoring lags by a scrape or two. A third of the window bounds that lag.
         self.root_lag = max(1, settings.time_window_minutes // 3) * NS_PER_MINUTE
+        self.beyond = index.max_hops + 1  # hops_to_root of a member outside the root's cone
         self.active: dict[str, Group] = {}
         self.cones: dict[str, dict[str, int]] = {}  # root -> its callers' hop counts
         self.touched: dict[str, Group] = {}
@@ -445,13 +449,13 @@ class _Grouper:
         family: str,
         host: str,
         severity: int = 0,
-    ) -> tuple[str, str, tuple, str]:
+    ) -> tuple:
         """Place one alert; return its group id, why (``REASONS``), its as-of values
         (all of ``AS_OF_COLUMNS`` but the burst, computed after the loop) and the
-        group's cause family."""
+        group's cause family, as one flat tuple."""
         if self.last_sweep is None or t - self.last_sweep > self.window:
             self._sweep(t)
-        entry = self.series.get((key, name))
+        entry = previous = self.series.get((key, name))
         group = None
         if entry is not None and t - entry[1] <= self.window:
             group = self.active.get(self.resolve(entry[0]) if self.alias else entry[0])
@@ -492,7 +496,7 @@ class _Grouper:
         if severity > group.max_severity:
             group.max_severity = severity
         if entry is None:
-            entry = self.series.get((key, name))
+            entry = previous  # the searches above never touch the series
             if (
                 entry is None
                 or self.resolve(entry[0]) != group.group_id
@@ -510,17 +514,18 @@ class _Grouper:
         cone = self.cones.get(group.root)
         if cone is None:
             cone = self.cones[group.root] = self._cone(group.root)
-        hops = cone.get(key, self.index.max_hops + 1)
-        as_of = (
+        return (
+            group.group_id,
+            reason,
             group.n_alerts,
             len(group.members),
             (t - group.start) / NS_PER_MINUTE,
             float(key == group.root),
-            hops,
+            cone.get(key, self.beyond),
             entry[2],
             len(hosts),
+            group.cause_family,
         )
-        return group.group_id, reason, as_of, group.cause_family
 
     def _best_candidate(self, t: int, key: str, is_symptom: bool, family: str) -> Group | None:
         """The group that best explains an alert on ``key`` (see :func:`_score`)."""
