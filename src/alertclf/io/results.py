@@ -28,7 +28,7 @@ import os
 import re
 import shutil
 from collections.abc import Callable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -82,46 +82,47 @@ def unescape_cell(value: Any) -> Any:
     return value
 
 
-def neutralise(frame: pd.DataFrame) -> pd.DataFrame:
-    """Text columns with formula-like cells escaped; numbers and dates untouched.
-    Vectorised: a million alerts have several million text cells."""
-    out = frame.copy()
-    for column in out.columns:
-        series = out[column]
-        if (
-            pd.api.types.is_numeric_dtype(series)
-            or pd.api.types.is_datetime64_any_dtype(series)
-            or pd.api.types.is_bool_dtype(series)
-        ):
-            continue
-        text = series.astype("str")  # missing stays missing
-        risky = text.str.match(_NEEDS_ESCAPE.pattern).fillna(False).astype(bool)
-        if risky.any():
-            out[column] = text.where(~risky, "'" + text)
-    return out
+def _escaped(series: pd.Series) -> pd.Series | None:
+    """``series`` with formula-like cells escaped, or None when none needs it."""
+    if (
+        pd.api.types.is_numeric_dtype(series)
+        or pd.api.types.is_datetime64_any_dtype(series)
+        or pd.api.types.is_bool_dtype(series)
+    ):
+        return None
+    text = series.astype("str")  # missing stays missing
+    risky = text.str.match(_NEEDS_ESCAPE.pattern).fillna(False).astype(bool)
+    return text.where(~risky, "'" + text) if risky.any() else None
 
 
-def to_arrow(frame: pd.DataFrame) -> pa.Table:
+def to_arrow(frame: pd.DataFrame, escape: bool = False, pool: Executor | None = None) -> pa.Table:
     """One result table as Arrow, in the text forms the CSV contract uses: ISO-8601 UTC
-    timestamps ending in ``Z``, ``True``/``False``, text as text."""
-    columns = {}
-    for name in frame.columns:
+    timestamps ending in ``Z``, ``True``/``False``, text as text; with ``escape``, text
+    cells that look like formulas escaped (see above). Given a thread ``pool``, the columns are
+    converted side by side (pyarrow's compute functions release the GIL: the alert table
+    of a million alerts 1.9 -> 1.1 s on 2 cores)."""
+
+    def convert(name: Any) -> pa.Array:
         series = frame[name]
-        if pd.api.types.is_datetime64_any_dtype(series):
-            stamps = pa.array(
-                pd.to_datetime(series, utc=True).dt.tz_localize(None), pa.timestamp("us")
-            )
-            text = pc.binary_join_element_wise(
-                pc.strftime(stamps, format="%Y-%m-%dT%H:%M:%S"), "Z", ""
-            )
-            columns[str(name)] = text
-        elif pd.api.types.is_bool_dtype(series):
-            columns[str(name)] = pc.if_else(pa.array(series.to_numpy(dtype=bool)), "True", "False")
-        elif pd.api.types.is_numeric_dtype(series):
-            columns[str(name)] = pa.array(series.to_numpy(), from_pandas=True)
-        else:
-            columns[str(name)] = pa.array(series.astype("str"), type=pa.string(), from_pandas=True)
-    return pa.table(columns) if columns else pa.table({})
+        escaped = _escaped(series) if escape else None
+        return _arrow_column(series if escaped is None else escaped)
+
+    names = list(frame.columns)
+    arrays = list(pool.map(convert, names)) if pool else [convert(n) for n in names]
+    return (
+        pa.table({str(n): a for n, a in zip(names, arrays, strict=True)}) if names else pa.table({})
+    )
+
+
+def _arrow_column(series: pd.Series) -> pa.Array:
+    if pd.api.types.is_datetime64_any_dtype(series):
+        stamps = pa.array(pd.to_datetime(series, utc=True).dt.tz_localize(None), pa.timestamp("us"))
+        return pc.binary_join_element_wise(pc.strftime(stamps, format="%Y-%m-%dT%H:%M:%S"), "Z", "")
+    if pd.api.types.is_bool_dtype(series):
+        return pc.if_else(pa.array(series.to_numpy(dtype=bool)), "True", "False")
+    if pd.api.types.is_numeric_dtype(series):
+        return pa.array(series.to_numpy(), from_pandas=True)
+    return pa.array(series.astype("str"), type=pa.string(), from_pandas=True)
 
 
 def write_csv(frame: pd.DataFrame, path: str | Path) -> Path:
@@ -130,7 +131,7 @@ def write_csv(frame: pd.DataFrame, path: str | Path) -> Path:
     pyarrow's writer quotes every text value, so a CR or LF inside an alert's text never
     splits its row, and writes a million rows in about a second.
     """
-    return write_arrow_csv(to_arrow(neutralise(frame)), path)
+    return write_arrow_csv(to_arrow(frame, escape=True), path)
 
 
 def write_arrow_csv(table: pa.Table, path: str | Path) -> Path:
@@ -222,12 +223,13 @@ def write_results(
         # Arrow's take and CSV writer release the GIL: every table is written in a
         # thread as soon as it is converted, the views (a million rows each, ~3 s
         # apiece) side by side with their source (1M alerts: 11.2 -> 8.9-10.0 s, 2 cores).
-        with ThreadPoolExecutor(max_workers=1 + len(views)) as pool:
+        converters = ThreadPoolExecutor(max_workers=os.cpu_count() or 1)
+        with converters, ThreadPoolExecutor(max_workers=1 + len(views)) as pool:
             writes = []
             for name, table in tables.items():
                 if isinstance(table, View):
                     continue
-                arrow = to_arrow(neutralise(table))
+                arrow = to_arrow(table, escape=True, pool=converters)
                 writes.append(pool.submit(write_arrow_csv, arrow, tmp / name))
                 if name in sources:
                     converted[name] = arrow
