@@ -329,7 +329,11 @@ def normalize_alerts(
     drop = np.flatnonzero(rejected_mask)
     rejected = _rejected_frame(
         header,
-        [c.iloc[drop].to_numpy(dtype=object) for c in columns],
+        # An empty take from a column in many Arrow chunks still joins them (0.4 s at 1M).
+        [
+            c.iloc[drop].to_numpy(dtype=object) if len(drop) else np.empty(0, object)
+            for c in columns
+        ],
         source_file,
         rows[drop],
         reasons[drop],
