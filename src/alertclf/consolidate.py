@@ -290,7 +290,7 @@ def consolidate(
         else np.zeros(len(alerts), dtype=np.int64)
     )
     order = np.lexsort((ids, times))
-    # Plain Python values in time order: the loop below is the hot path (about 20 us an
+    # Plain Python values in time order: the loop below is the hot path (about 15 us an
     # alert), and numpy scalars cost more than ints and strs there.
     rows = zip(
         times[order].tolist(), keys[order].tolist(), names[order].tolist(),
