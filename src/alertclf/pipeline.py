@@ -196,20 +196,16 @@ def score_batch(
         roots = root_causes(prepared.groups, context.index, settings.time_window_minutes)
         incidents = incident_table(alerts, roots, context.features, batch_end, prepared.groups)
         clusters = cluster_table(alerts, profiles, context.features, batch_end)
-        names = clusters.set_index("cluster_id")["cluster_name"]
-        alerts["cluster_name"] = alerts["cluster_id"].map(names)
-        alerts["cluster_rank"] = alerts["cluster_id"].map(
-            clusters.set_index("cluster_id")["cluster_rank"]
-        )
+        by_cluster = clusters.set_index("cluster_id")
+        alerts["cluster_name"] = alerts["cluster_id"].map(by_cluster["cluster_name"])
+        alerts["cluster_rank"] = alerts["cluster_id"].map(by_cluster["cluster_rank"])
         # One lookup of each alert's incident row (group ids are strings: hashing a
         # million of them once, not once per column, is 1-2 s at a million alerts).
         incident_row = pd.Index(incidents["group_id"]).get_indexer(alerts["group_id"])
         if (incident_row < 0).any():  # -1 would silently read the last row
             raise RuntimeError("an alert's group is missing from the incident table")
         incident_score = incidents["importance_score"].to_numpy(dtype=np.float64)[incident_row]
-        cluster_score = alerts["cluster_id"].map(
-            clusters.set_index("cluster_id")["importance_score"]
-        )
+        cluster_score = alerts["cluster_id"].map(by_cluster["importance_score"])
         # An alert matters as much as the incident it belongs to, and a little for its family.
         alerts["importance_score"] = (0.7 * incident_score + 0.3 * cluster_score).round(2)
         alerts["incident_rank"] = incidents["rank"].to_numpy()[incident_row]

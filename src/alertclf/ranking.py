@@ -86,11 +86,10 @@ def root_causes(groups: pd.DataFrame, index: CallerIndex, window_minutes: float)
     ):
         if len(members) == 1:
             # Most groups of a storm are one service (3 in 4 of 155,000 at a million
-            # alerts): the formula below reduces to coverage 1, earliness 1.
+            # alerts): full coverage and earliness, no candidates to compare.
             (only,) = members
-            score = 0.75 + 0.25 * float(only in local)
-            confidence = score * (1.0 if only in index else 0.5)
-            rows.append((group, display_service(only), round(min(confidence, 1.0), 4)))
+            score = _root_score(1.0, 1.0, only in local)
+            rows.append((group, display_service(only), _root_confidence(only, score, index)))
             continue
         keys = sorted(members, key=lambda k: (k != current, members[k][0], k))
         first = min(members[k][0] for k in keys)
@@ -104,13 +103,22 @@ def root_causes(groups: pd.DataFrame, index: CallerIndex, window_minutes: float)
             else:
                 coverage = 0.0 if others else 1.0
             earliness = float(np.exp(-(members[cand][0] - first) / decay))
-            score = 0.5 * coverage + 0.25 * earliness + 0.25 * float(cand in local)
+            score = _root_score(coverage, earliness, cand in local)
             # Strictly better only: ties keep the grouping's root, then the earliest.
             if score > best_score + 1e-9:
                 best, best_score = cand, score
-        confidence = best_score * (1.0 if best in index else 0.5)
-        rows.append((group, display_service(best), round(min(max(confidence, 0.0), 1.0), 4)))
+        rows.append((group, display_service(best), _root_confidence(best, best_score, index)))
     return pd.DataFrame(rows, columns=["group_id", "root_cause_service", "root_cause_confidence"])
+
+
+def _root_score(coverage: float, earliness: float, own_fault: bool) -> float:
+    return 0.5 * coverage + 0.25 * earliness + 0.25 * float(own_fault)
+
+
+def _root_confidence(service: str, score: float, index: CallerIndex) -> float:
+    """The root's score, halved when the service is not in the graph, in [0, 1]."""
+    confidence = score * (1.0 if service in index else 0.5)
+    return round(min(max(confidence, 0.0), 1.0), 4)
 
 
 # --- importance -----------------------------------------------------------------------
@@ -342,10 +350,7 @@ def _cumulate(table: pd.DataFrame, groups: pd.DataFrame) -> None:
     members = groups["members"].to_numpy()[row]
     table.loc[known, "n_services"] = np.fromiter(map(len, members), np.int64, len(members))
     table.loc[known, "services"] = [
-        display_service(next(iter(m)))
-        if len(m) == 1
-        else "|".join(display_service(k) for k in sorted(m, key=lambda k: (m[k][0], k)))
-        for m in members
+        "|".join(display_service(k) for k in sorted(m, key=lambda k: (m[k][0], k))) for m in members
     ]
     cumulative = groups["max_severity_total"].fillna(0).to_numpy(dtype=np.int64)[row]
     batch = table.loc[known, "max_severity"].map(SEVERITY_ORDINAL).fillna(0).to_numpy(np.int64)

@@ -39,13 +39,15 @@ class AlertClusteringPyfunc(PythonModel):
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         details = self.model.predict_details(model_input)
-        clusters = details["cluster_id"]
-        # Named once per cluster, not once per row (a million rows: 0.6 s).
-        names = {
-            c: self.profiles.get(int(c), {}).get("name", f"Cluster {c}") for c in clusters.unique()
-        }
-        details["cluster_name"] = clusters.map(names)
+        details["cluster_name"] = cluster_names(details["cluster_id"], self.profiles)
         return details
+
+
+def cluster_names(cluster_ids: pd.Series, profiles: dict[int, dict]) -> pd.Series:
+    """Each alert's cluster name from the model's profiles (``Cluster N`` for a cluster
+    without one), looked up once per cluster, not once per row (a million rows: 0.6 s)."""
+    names = {c: profiles.get(int(c), {}).get("name", f"Cluster {c}") for c in cluster_ids.unique()}
+    return cluster_ids.map(names)
 
 
 def load_profiles(path: str | Path) -> dict[int, dict]:

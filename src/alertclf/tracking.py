@@ -399,9 +399,7 @@ def log_model_version(
     package_dir = Path(serving.__file__).parent
     sample = example.head(5).astype(np.float64)
     output = model.predict_details(sample)
-    output["cluster_name"] = output["cluster_id"].map(
-        lambda c: profiles.get(int(c), {}).get("name", "")
-    )
+    output["cluster_name"] = serving.cluster_names(output["cluster_id"], profiles)
     with warnings.catch_warnings():
         # cluster_id is an integer by design and never missing; MLflow's hint about
         # integer columns and missing values does not apply.
