@@ -6,6 +6,8 @@ scenario checks the invariances (row order, batch boundaries) on realistic volum
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -17,6 +19,7 @@ from builders import (
     ERRORS,
     HTTP5XX,
     LATENCY,
+    T0,
     alert,
     frame,
     graph,
@@ -165,6 +168,73 @@ def test_a_new_kind_of_fault_on_a_root_is_a_new_incident() -> None:
     assert roots[disk] == roots[first] == "db"
 
 
+# gw calls svcA, svcB and svcC; each of those calls its own database.
+THREE = graph(
+    ("gw", "svcA"), ("gw", "svcB"), ("gw", "svcC"),
+    ("svcA", "dbA"), ("svcB", "dbB"), ("svcC", "dbC"),
+)  # fmt: skip
+
+
+def firing(start: float, end: float, service: str, name: str, every: float = 5.0) -> list:
+    """An alert re-firing every ``every`` minutes from ``start`` while before ``end``."""
+    return [alert(m, service, name) for m in np.arange(start, end, every)]
+
+
+def test_a_symptom_series_follows_its_cause_when_that_goes_quiet() -> None:
+    # Two incidents under one gateway. Its first alert goes to A, whose trouble on its
+    # path (svcA) began more recently; A ends at minute 12 while B goes on. Once svcA
+    # has been quiet for two thirds of the window, the gateway's series follows B, the
+    # one trouble still alerting under it; its earlier alerts stay in A.
+    rows = [
+        *firing(0.0, 40, "dbB", "RedisDown"),
+        *firing(1.0, 40, "svcB", LATENCY),
+        *firing(0.5, 11, "dbA", DB_DOWN),
+        *firing(1.5, 12, "svcA", ERRORS),
+        *firing(2.0, 35, "gw", HTTP5XX),
+    ]
+    out, _ = run(rows, GATEWAY)
+    out["minute"] = (out["timestamp"] - T0) / pd.Timedelta(minutes=1)
+    gw = out[out["service"] == "gw"].sort_values("minute")
+    in_a = out.loc[out["service"] == "dbA", "group_id"].iloc[0]
+    in_b = out.loc[out["service"] == "dbB", "group_id"].iloc[0]
+    assert in_a != in_b
+    # svcA last alerted at 11.5: quiet (10 minutes) from 21.5, first seen at 22.
+    assert list(gw["reason"]) == [
+        "symptom",
+        "repeat",
+        "repeat",
+        "repeat",
+        "follow",
+        "repeat",
+        "repeat",
+    ]
+    assert list(gw["group_id"]) == [in_a] * 4 + [in_b] * 3
+    # Batch boundaries do not change it (the state carries the series and the spans).
+    cuts = [0.0, 10.0, 21.9, 22.1, 60.0]  # one cut just before the move, one just after
+    batches = [out[(out["minute"] >= a) & (out["minute"] < b)] for a, b in itertools.pairwise(cuts)]
+    ids, _, _ = consolidate_in_batches(out, GATEWAY, SETTINGS, batches)
+    pd.testing.assert_series_equal(ids, out["group_id"], check_names=False)
+
+
+def test_a_symptom_series_stays_when_two_troubles_are_alive_under_it() -> None:
+    # As above, but two incidents go on under the gateway when A ends: which one the
+    # series belongs to is the coin toss again, so it stays where it was.
+    rows = [
+        *firing(0.0, 40, "dbB", "RedisDown"),
+        *firing(1.0, 40, "svcB", LATENCY),
+        *firing(0.2, 40, "dbC", CPU),
+        *firing(0.8, 40, "svcC", LATENCY),
+        *firing(0.5, 11, "dbA", DB_DOWN),
+        *firing(1.5, 12, "svcA", ERRORS),
+        *firing(2.0, 35, "gw", HTTP5XX),
+    ]
+    out, _ = run(rows, THREE)
+    gw = out[out["service"] == "gw"]
+    assert set(gw["reason"]) == {"symptom", "repeat"}
+    assert gw["group_id"].nunique() == 1
+    assert gw["group_id"].iloc[0] == out.loc[out["service"] == "dbA", "group_id"].iloc[0]
+
+
 def test_a_new_symptom_long_after_the_trouble_on_its_path_is_a_new_problem() -> None:
     # db has been down for 8 minutes and api's latency (its symptom) keeps firing; api
     # now starts returning errors as well. Faults reach callers within minutes, so the
@@ -310,7 +380,8 @@ def test_input_order_and_index_do_not_change_groups_hand_built() -> None:
 @pytest.fixture(scope="module")
 def scenario():
     """A simulated day (storms with overlapping incidents, replicas, unmapped names)."""
-    alerts, _, g = simulated_enriched(seed=3, days=1, scenario="mixed")
+    # Seed 1: a day in which every rule fires, the rare series move (rule 4) twice.
+    alerts, _, g = simulated_enriched(seed=1, days=1, scenario="mixed")
     alerts.index = pd.RangeIndex(1000, 1000 + len(alerts))  # not 0..n-1 on purpose
     reference = consolidate(alerts, g, SETTINGS)
     return alerts, g, reference
