@@ -26,8 +26,9 @@ only by its relation *to the group's root*, never to an arbitrary member:
    a two-hop echo would let any later fault below steal a young incident;
 4. a symptom series keeps following its cause: when a repeat finds that none of its
    service's dependencies has alerted in its group for ``path_quiet`` (two thirds of the
-   window) while another open group has one alerting now, the series moves to that
-   group (its earlier alerts stay where they were). Symptoms end with their cause, so
+   window) while exactly one other open group has one alerting now, the series moves
+   to that group (its earlier alerts stay where they were; with two or more, it stays:
+   that would be the same coin toss again). Symptoms end with their cause, so
    a series that outlives the trouble it was first attached to belongs to the trouble
    still under it: at a gateway above two incidents, the first choice between them is
    often a coin toss (see the candidate order below), and this corrects it for the rest
