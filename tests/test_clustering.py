@@ -11,7 +11,7 @@ from hypothesis.extra.numpy import arrays
 from sklearn.base import clone
 from sklearn.cluster import DBSCAN, AgglomerativeClustering, KMeans
 from sklearn.datasets import make_blobs
-from sklearn.metrics import adjusted_rand_score
+from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from alertclf.clustering import (
@@ -280,6 +280,28 @@ def test_selection_prefers_clusters_that_keep_families_apart() -> None:
     quiet = _candidate(silhouette=0.70, family_nmi=float("nan"), noise=0.0)
     noisy = _candidate(silhouette=0.70, family_nmi=float("nan"), noise=0.2)
     assert max([noisy, quiet], key=selection_key) is quiet
+
+
+def test_family_agreement_is_judged_on_the_labels_the_model_hands_out() -> None:
+    # Two tight blobs of two kinds of fault, and a sparse spray of a third kind that
+    # DBSCAN leaves as noise. Kept as a label of its own, that noise would be a perfect
+    # third family (NMI 1.0); every new alert gets a family, though, so the spray is
+    # judged as the model will label it: split between the two blobs.
+    rng = np.random.default_rng(0)
+    blob_a = rng.normal(0.0, 0.05, (40, 2))
+    blob_b = rng.normal(0.0, 0.05, (40, 2)) + np.array([5.0, 0.0])
+    spray = np.column_stack([np.linspace(-3, 8, 12), np.full(12, 4.0)])
+    Z = np.vstack([blob_a, blob_b, spray])
+    families = np.repeat([1, 2, 3], [40, 40, 12])
+    cand = Candidate("dbscan", {}, InductiveClusterer(DBSCAN(eps=0.3, min_samples=5)))
+    evaluate_candidate(cand, Z, 1000, 0.5, 1.0, 0, families=families)
+    labels = cand.estimator.labels_
+    assert (labels[80:] == NOISE).all() and (labels[:80] != NOISE).all()
+    assert normalized_mutual_info_score(families, labels) == pytest.approx(1.0)
+    handed_out = cand.estimator.predict(Z)
+    assert (handed_out != NOISE).all()
+    assert cand.family_nmi == pytest.approx(normalized_mutual_info_score(families, handed_out))
+    assert cand.family_nmi < 0.95
 
 
 def test_families_are_read_from_the_cause_columns_and_scored(blobs) -> None:
