@@ -13,7 +13,7 @@ import mlflow
 import pandas as pd
 import pytest
 
-from alertclf import plots, report, tracking
+from alertclf import chartworker, plots, report, tracking
 from alertclf.contracts import RESULT_FILES
 from alertclf.flows import classify
 from alertclf.io.results import write_results
@@ -260,6 +260,8 @@ def test_a_failing_chart_does_not_fail_classify(scenario, tmp_path, monkeypatch,
         raise RuntimeError("no ink")
 
     monkeypatch.setattr(plots, "incident_timeline", broken)
+    # Drawn in this process, where the broken chart is (helpers: tests/test_chartworker.py).
+    monkeypatch.setattr(chartworker, "HELPERS", 0)
     with caplog.at_level(logging.WARNING):
         outcome = run_classify(scenario, tmp_path)
     folder = outcome.results_dir

@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from alertclf import __version__, tracking
+from alertclf.chartworker import ChartWorker
 from alertclf.consolidate import to_epoch_ns
 from alertclf.contracts import DERIVED_RESULT_FILES, RESULT_FILES
 from alertclf.errors import AlertclfError
@@ -44,7 +45,7 @@ from alertclf.pipeline import (
     score_batch,
     train,
 )
-from alertclf.report import CHARTS_DIR, REPORT_FILE
+from alertclf.report import CHARTS_DIR, REPORT_FILE, chart_tables
 from alertclf.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -174,9 +175,13 @@ def classify(
     logger.info("%d new alerts to classify (%s)", len(new), skipped)
 
     run_id = new_run_id(output)
-    with tracking.start_run(
-        settings.classify_experiment, tracking_cfg, run_name=f"classify-{run_id}"
-    ) as run:
+    # The charts are drawn by a helper process on the other core (see chartworker).
+    with (
+        ChartWorker() as chart_worker,
+        tracking.start_run(
+            settings.classify_experiment, tracking_cfg, run_name=f"classify-{run_id}"
+        ) as run,
+    ):
         tracking.log_settings(settings)
         loaded, bootstrapped = _production_or_bootstrap(new, context, settings, bootstrap, state)
         t0 = time.perf_counter()
@@ -204,11 +209,12 @@ def classify(
         )
         statistics = {**result.statistics, **model_facts(loaded)}
         tables = result_tables(result, batch)
+        charts = chart_worker.submit(*chart_tables(tables))
 
         def report_files() -> dict[str, bytes]:
             # Drawn while the result tables are written (see write_results).
             t0 = time.perf_counter()
-            files = _report_files(tables, metadata)
+            files = _report_files(tables, metadata, charts)
             stage_times["report"] = round(time.perf_counter() - t0, 4)
             return files
 
@@ -541,13 +547,18 @@ def _log_classify(
     tracking.log_files(sorted((folder / CHARTS_DIR).glob("*.png")), artifact_path="results/charts")
 
 
-def _report_files(tables: dict[str, pd.DataFrame], metadata: dict) -> dict[str, bytes]:
-    """``report.html`` and its charts for the results folder. A picture is never worth a
-    failed run: any error costs the report (with a warning), not the batch."""
+def _report_files(
+    tables: dict[str, pd.DataFrame],
+    metadata: dict,
+    charts: Callable[[], dict[str, bytes]] | None = None,
+) -> dict[str, bytes]:
+    """``report.html`` and its charts (``charts``: a callable that returns them, else they
+    are drawn here) for the results folder. A picture is never worth a failed run: any
+    error costs the report (with a warning), not the batch."""
     try:
         from alertclf.report import classify_report_files
 
-        return classify_report_files(tables, metadata)
+        return classify_report_files(tables, metadata, charts() if charts else None)
     except Exception as err:
         logger.warning("report.html skipped: %s: %s", type(err).__name__, err)
         return {}

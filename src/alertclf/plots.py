@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import io
 import logging
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -493,9 +493,36 @@ def retrain_figures(
     }
 
 
-def classify_figures(incidents: pd.DataFrame, clusters: pd.DataFrame) -> dict[str, Figure]:
-    """The classify charts (see :data:`CLASSIFY_CHARTS`); a chart that fails is left
-    out with a warning -- a picture is never worth a failed run."""
+def classify_chart_pngs(
+    incidents: pd.DataFrame, clusters: pd.DataFrame, names: Collection[str] | None = None
+) -> dict[str, bytes]:
+    """The classify charts (those in ``names``, default all) as PNG bytes by name; a
+    chart that cannot be built or rendered is left out with a warning."""
+    pngs: dict[str, bytes] = {}
+    for name, fig in classify_figures(incidents, clusters, names).items():
+        try:
+            pngs[name] = figure_png(fig)
+        except Exception as err:  # a chart that cannot render is left out, never fatal
+            logger.warning("chart %s skipped: %s: %s", name, type(err).__name__, err)
+    return pngs
+
+
+def warm_up() -> None:
+    """Import matplotlib and render one small laid-out figure with text: its fonts and
+    layout machinery load now, not when the first real chart is drawn."""
+    fig = new_figure(2.0, 1.0)
+    ax = fig.add_subplot()
+    ax.set_title("warm-up")
+    ax.barh([0, 1], [1.0, 2.0])
+    figure_png(fig)
+
+
+def classify_figures(
+    incidents: pd.DataFrame, clusters: pd.DataFrame, names: Collection[str] | None = None
+) -> dict[str, Figure]:
+    """The classify charts (see :data:`CLASSIFY_CHARTS`; those in ``names``, default
+    all); a chart that fails is left out with a warning -- a picture is never worth a
+    failed run."""
     builders = {
         "incident_timeline": lambda: incident_timeline(incidents),
         "top_incidents": lambda: top_incidents(incidents),
@@ -503,6 +530,8 @@ def classify_figures(incidents: pd.DataFrame, clusters: pd.DataFrame) -> dict[st
     }
     figures = {}
     for name, build in builders.items():
+        if names is not None and name not in names:
+            continue
         try:
             figures[name] = build()
         except Exception as err:  # any plotting error: skip this chart, keep the run

@@ -284,20 +284,25 @@ def render_report(
 
 
 # --- the files classify writes -------------------------------------------------------------
+def chart_tables(tables: Mapping[str, pd.DataFrame]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The incident and cluster tables the classify charts are drawn from."""
+    incidents, clusters, _ = _frames(tables)
+    return incidents, clusters
+
+
 def classify_report_files(
-    tables: Mapping[str, pd.DataFrame], metadata: Mapping[str, Any]
+    tables: Mapping[str, pd.DataFrame],
+    metadata: Mapping[str, Any],
+    charts: Mapping[str, bytes] | None = None,
 ) -> dict[str, bytes]:
     """``charts/<name>.png`` and ``report.html`` for a results folder, as bytes (the
-    results writer puts them in place atomically with the CSVs)."""
-    from alertclf import plots
+    results writer puts them in place atomically with the CSVs). ``charts``: PNGs already
+    drawn (by :class:`alertclf.chartworker.ChartWorker`), else they are drawn here."""
+    if charts is None:
+        from alertclf import plots
 
-    incidents, clusters, _ = _frames(tables)
-    charts: dict[str, bytes] = {}
-    for name, fig in plots.classify_figures(incidents, clusters).items():
-        try:
-            charts[name] = plots.figure_png(fig)
-        except Exception as err:  # a chart that cannot render is left out, never fatal
-            logger.warning("chart %s skipped: %s: %s", name, type(err).__name__, err)
+        charts = plots.classify_chart_pngs(*chart_tables(tables))
+    charts = dict(charts)
     files = {f"{CHARTS_DIR}/{name}.png": png for name, png in charts.items()}
     files[REPORT_FILE] = render_report(tables, metadata, charts).encode("utf-8")
     return files
