@@ -175,7 +175,7 @@ def classify(
     logger.info("%d new alerts to classify (%s)", len(new), skipped)
 
     run_id = new_run_id(output)
-    # The charts are drawn by a helper process on the other core (see chartworker).
+    # The charts are drawn by helper processes on the other core (see chartworker).
     with (
         ChartWorker() as chart_worker,
         tracking.start_run(
