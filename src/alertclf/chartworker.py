@@ -65,7 +65,7 @@ class ChartWorker:
                     stdout=subprocess.PIPE,
                     stderr=subprocess.DEVNULL,
                 )
-            except OSError as err:
+            except (OSError, ValueError) as err:  # no interpreter path, no processes left
                 logger.info("charts will be drawn in this process: %s", err)
                 break
             self._processes.append(process)
