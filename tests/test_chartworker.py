@@ -28,11 +28,12 @@ def alive(pid: int) -> bool:
     return True
 
 
-def test_helpers_draw_the_same_charts_in_other_processes(drawn_here, caplog) -> None:
-    with caplog.at_level(logging.WARNING), ChartWorker() as worker:
+@pytest.mark.parametrize("helpers", [None, 2])
+def test_helpers_draw_the_same_charts_in_other_processes(drawn_here, caplog, helpers) -> None:
+    with caplog.at_level(logging.WARNING), ChartWorker(helpers) as worker:
         pids = worker.pids
         charts = worker.submit(incidents(), clusters())()
-    assert len(pids) == 2 and os.getpid() not in pids
+    assert len(pids) == (helpers or 1) and os.getpid() not in pids
     assert list(charts) == list(CLASSIFY_CHARTS)  # the report shows them in this order
     assert charts == drawn_here  # byte for byte
     assert not [r for r in caplog.records if r.name.startswith("alertclf")]
@@ -40,7 +41,7 @@ def test_helpers_draw_the_same_charts_in_other_processes(drawn_here, caplog) -> 
 
 
 def test_a_helper_that_died_has_its_share_drawn_here(drawn_here, caplog) -> None:
-    with caplog.at_level(logging.WARNING), ChartWorker() as worker:
+    with caplog.at_level(logging.WARNING), ChartWorker(helpers=2) as worker:
         first = worker._processes[0]
         first.kill()
         first.wait()
@@ -51,7 +52,7 @@ def test_a_helper_that_died_has_its_share_drawn_here(drawn_here, caplog) -> None
 
 def test_helpers_that_do_not_answer_in_time_are_stopped(drawn_here, caplog) -> None:
     # They spend longer than a millisecond warming up.
-    with caplog.at_level(logging.WARNING), ChartWorker(timeout=0.001) as worker:
+    with caplog.at_level(logging.WARNING), ChartWorker(helpers=2, timeout=0.001) as worker:
         pids = worker.pids
         charts = worker.submit(incidents(), clusters())()
     assert charts == drawn_here

@@ -2,12 +2,14 @@
 
 A classify run on 1,000 alerts spent about 1.2 of its ~6 s on three PNGs (importing
 matplotlib, loading its fonts, laying out and rendering), on one core while the other
-idled. :class:`ChartWorker` starts ``python -m alertclf.chartworker`` helpers (two by
-default, each drawing its share of the charts) as the run begins: they import
-matplotlib and render a warm-up figure while the batch is read, mapped and classified,
-then draw from the incident and cluster tables they are sent while the result tables are
-written. The run waits only for the slowest share: on 1,000 alerts it waited 0.6-0.9 s
-for the charts with one helper and about 0.3 s with two (1.2-1.6 s drawing them itself).
+idled. :class:`ChartWorker` starts ``python -m alertclf.chartworker`` helpers (one by
+default; with several, each draws its share of the charts) as the run begins: they
+import matplotlib and render a warm-up figure while the batch is read, mapped and
+classified, then draw from the incident and cluster tables they are sent while the
+result tables are written. The run waits only for the slowest share: on 1,000 alerts it
+waited 0.6-0.9 s for the charts with one helper, about 0.3 s with two and 1.2-1.6 s
+drawing them itself -- but two helpers starting up slow the run down more than that
+(see :data:`HELPERS`).
 
 Nothing depends on the helpers: a share whose helper cannot start, fails, or takes
 longer than ``timeout`` seconds is drawn in this process (the same bytes: same code,
@@ -33,7 +35,10 @@ from alertclf.plots import CLASSIFY_CHARTS
 logger = logging.getLogger(__name__)
 
 TIMEOUT_S = 120.0  # the charts of a million-alert batch draw in ~3 s
-HELPERS = 2  # the machines this runs on have 2 cores; the run waits while they draw
+# One: on these 2-core machines a second helper's start-up competes with the run itself.
+# `mlflow run` on 1,000 alerts, 4 interleaved rounds: medians 8.73 s with one helper,
+# 9.42 s with two, 9.40 s drawing in the run's own process.
+HELPERS = 1
 
 
 class ChartWorker:
