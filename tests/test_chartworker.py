@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import logging
 import os
+import subprocess
+import sys
 
 import pandas as pd
 import pytest
@@ -28,12 +30,12 @@ def alive(pid: int) -> bool:
     return True
 
 
-@pytest.mark.parametrize("helpers", [None, 2])
+@pytest.mark.parametrize("helpers", [1, 2])
 def test_helpers_draw_the_same_charts_in_other_processes(drawn_here, caplog, helpers) -> None:
     with caplog.at_level(logging.WARNING), ChartWorker(helpers) as worker:
         pids = worker.pids
         charts = worker.submit(incidents(), clusters())()
-    assert len(pids) == (helpers or 1) and os.getpid() not in pids
+    assert len(pids) == helpers and os.getpid() not in pids
     assert list(charts) == list(CLASSIFY_CHARTS)  # the report shows them in this order
     assert charts == drawn_here  # byte for byte
     assert not [r for r in caplog.records if r.name.startswith("alertclf")]
@@ -62,15 +64,29 @@ def test_helpers_that_do_not_answer_in_time_are_stopped(drawn_here, caplog) -> N
 
 def test_a_chart_that_fails_in_a_helper_warns_here_and_the_others_come(caplog) -> None:
     broken_clusters = pd.DataFrame({"unexpected": [1, 2]})
-    with caplog.at_level(logging.WARNING), ChartWorker() as worker:
+    with caplog.at_level(logging.WARNING), ChartWorker(helpers=1) as worker:
         charts = worker.submit(incidents(), broken_clusters)()
     assert list(charts) == ["incident_timeline", "top_incidents"]
     assert "chart top_clusters skipped" in caplog.text
     assert "chart helper unavailable" not in caplog.text  # the helper itself was fine
 
 
-def test_helpers_stop_when_the_run_ends_without_charts() -> None:
+def test_a_fresh_process_starts_one_helper_a_process_that_has_drawn_none(drawn_here) -> None:
+    # A fresh interpreter (an `mlflow run` entry point) has no matplotlib loaded yet.
+    fresh = subprocess.run(
+        [sys.executable, "-c", "from alertclf.chartworker import ChartWorker\n"
+         "with ChartWorker() as worker: print(len(worker.pids))"],
+        capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    assert fresh.stdout.strip() == "1"
+    # This process drew the charts for the fixture: its matplotlib is warm.
+    assert "matplotlib.figure" in sys.modules
     with ChartWorker() as worker:
+        assert worker.pids == []
+
+
+def test_helpers_stop_when_the_run_ends_without_charts() -> None:
+    with ChartWorker(helpers=1) as worker:
         pids = worker.pids
         assert all(alive(pid) for pid in pids)
     assert not any(alive(pid) for pid in pids)
