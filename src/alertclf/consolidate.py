@@ -56,6 +56,7 @@ import hashlib
 import json
 import time
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 
 import networkx as nx
@@ -553,15 +554,9 @@ class _Grouper:
         if not is_symptom:
             return self._best_own_root(t, key, family, dependencies, below)
         # Evidence first: groups holding this service or one of its direct dependencies;
-        # a group's evidence is the latest first-alert time of such a member. A gateway
-        # has hundreds of dependencies, few of them alerting: intersect (in C) rather
-        # than probe each one.
+        # a group's evidence is the latest first-alert time of such a member.
         members_of = self.members_of
-        alerting = (
-            dependencies & members_of.keys()
-            if len(dependencies) > 8
-            else [d for d in dependencies if d in members_of]
-        )
+        alerting = self._alerting(dependencies)
         # Buckets are in onset order (see _enter). They are read newest first, buckets
         # that have held the newest onsets first, and the search stops as soon as onsets
         # fall below the best established group's evidence: no older entry can outscore
@@ -614,6 +609,15 @@ class _Grouper:
             self._close(group)
         return best
 
+    def _alerting(self, services: set[str]) -> Iterable[str]:
+        """Those of ``services`` that are members of an open group. A gateway has
+        hundreds of dependencies, few of them alerting: intersect (in C) rather than
+        probe each one."""
+        members_of = self.members_of
+        if len(services) > 8:
+            return services & members_of.keys()
+        return [s for s in services if s in members_of]
+
     def _live_cause(self, t: int, key: str, current: Group, previous: int) -> Group | None:
         """Rule 4: the open group whose trouble on ``key``'s dependency path is alerting
         now, when the path in ``current`` went quiet since the series' ``previous`` alert;
@@ -624,27 +628,13 @@ class _Grouper:
             return None
         dependencies = self.index.dependencies(key)
         quiet_since = t - self.path_quiet
-        members = current.members
-        # Walk the smaller side, as in _best_own_root: a gateway has hundreds of
-        # dependencies, a group a handful of members.
-        path_last = -1
-        for member, span in (
-            ((d, members[d]) for d in dependencies if d in members)
-            if len(dependencies) < len(members)
-            else members.items()
-        ):
-            if span[1] > path_last and member in dependencies:
-                path_last = span[1]
+        path_last = max((span[1] for span in _spans_on(current.members, dependencies)), default=-1)
         # Quiet now, and it was not yet at the series' previous alert.
         if not previous - self.path_quiet <= path_last < quiet_since:
             return None
         below = self.index.callees(key)
         members_of = self.members_of
-        alerting = (
-            dependencies & members_of.keys()
-            if len(dependencies) > 8
-            else [d for d in dependencies if d in members_of]
-        )
+        alerting = self._alerting(dependencies)
         # Only an unambiguous move: with two troubles alive under the series, the
         # choice is the coin toss this rule exists to correct (on the 100k-alert bench
         # storm, picking the best of several made grouping worse: ARI 0.213 -> 0.170).
@@ -683,12 +673,7 @@ class _Grouper:
                 continue
             if group.cause_families and family not in group.cause_families:
                 continue
-            members = group.members
-            # Walk the smaller side: a big group's members or the root's dependencies.
-            if len(dependencies) < len(members):
-                spans = [members[m] for m in (key, *dependencies) if m in members]
-            else:
-                spans = [span for m, span in members.items() if m == key or m in dependencies]
+            spans = _spans_on(group.members, dependencies, also=key)
             onsets = [span[0] for span in spans if span[0] <= t]
             if not onsets:
                 continue
@@ -806,6 +791,18 @@ def _groups_frame(groups: list[Group]) -> pd.DataFrame:
             "local_members": [list(g.local_members) for g in groups],
         }
     )
+
+
+def _spans_on(
+    members: dict[str, list[int]], services: set[str], also: str | None = None
+) -> list[list[int]]:
+    """The ``[first, last]`` spans of the members that are in ``services`` (or are
+    ``also``), walking the smaller side: a gateway has hundreds of dependencies, a group
+    a handful of members."""
+    if len(services) < len(members):
+        wanted = services if also is None else (also, *services)
+        return [members[m] for m in wanted if m in members]
+    return [span for m, span in members.items() if m == also or m in services]
 
 
 def _score(group: Group, hops: int, evidence_onset: int) -> tuple:
