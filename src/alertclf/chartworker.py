@@ -58,8 +58,7 @@ class ChartWorker:
         self.helpers = max(0, min(helpers, len(CLASSIFY_CHARTS)))
         self.timeout = timeout
         self._processes: list[subprocess.Popen[bytes]] = []
-        self._exchanges: list[threading.Thread] = []
-        self._submitted = False
+        self._exchanges: list[threading.Thread] = []  # one per helper, once submitted
 
     @property
     def pids(self) -> list[int]:
@@ -107,8 +106,7 @@ class ChartWorker:
         """Send the tables to the helpers, which start drawing at once; return a callable
         that waits for the PNGs (by chart name, in :data:`CLASSIFY_CHARTS` order),
         drawing here any share whose helper failed. The helpers serve one batch."""
-        processes = self._processes if not self._submitted else []
-        self._submitted = True
+        processes = [] if self._exchanges else self._processes
         if not processes:
             return lambda: _draw_here(incidents, clusters, CLASSIFY_CHARTS, "no helper process")
         shares = _shares(CLASSIFY_CHARTS, len(processes))

@@ -302,7 +302,6 @@ def classify_report_files(
         from alertclf import plots
 
         charts = plots.classify_chart_pngs(*chart_tables(tables))
-    charts = dict(charts)
     files = {f"{CHARTS_DIR}/{name}.png": png for name, png in charts.items()}
     files[REPORT_FILE] = render_report(tables, metadata, charts).encode("utf-8")
     return files
