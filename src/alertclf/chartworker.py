@@ -50,10 +50,11 @@ class ChartWorker:
 
     def __init__(self, helpers: int | None = None, timeout: float = TIMEOUT_S) -> None:
         if helpers is None:
-            # A process that has drawn before (the scheduler's in-process loop, a
-            # notebook, the tests) draws the three charts in ~0.5 s with its warm
-            # matplotlib: less than a helper needs to start (the 36-file fuzz corpus
-            # took 26 s instead of 16 with one).
+            # A process that has drawn before (a notebook, the tests, an in-process
+            # scheduler after a retrain, whose plots are drawn here) draws the three
+            # charts in ~0.5 s with its warm matplotlib: less than a helper needs to
+            # start (the 36-file fuzz corpus took 26 s instead of 16 with one). A
+            # classify-only loop never loads matplotlib and keeps using helpers.
             helpers = 0 if "matplotlib.figure" in sys.modules else HELPERS
         self.helpers = max(0, min(helpers, len(CLASSIFY_CHARTS)))
         self.timeout = timeout
