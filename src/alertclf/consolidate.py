@@ -56,7 +56,7 @@ import hashlib
 import json
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 
 import networkx as nx
@@ -239,9 +239,36 @@ class CallerIndex:
 
 def service_keys(alerts: pd.DataFrame) -> np.ndarray:
     """The graph node of each alert, or ``?<normalised name>`` when it is unmapped."""
-    mapped = alerts["mapped_service"].fillna("").astype(str).to_numpy(dtype=object)
-    raw = alerts["service"].fillna("").astype(str).str.strip().str.lower().to_numpy(dtype=object)
-    return np.where(mapped != "", mapped, UNMAPPED_PREFIX + raw)
+    mapped = shared_strings(alerts["mapped_service"].fillna("").astype(str))
+    raw = shared_strings(alerts["service"], lambda u: UNMAPPED_PREFIX + u.str.strip().str.lower())
+    return np.where(mapped != "", mapped, raw)
+
+
+def severity_ordinals(severity: pd.Series) -> np.ndarray:
+    """:data:`SEVERITY_ORDINAL` of each value (0 for a missing or unknown one), as int64.
+    Looked up once per distinct value: a million rows hold a handful (0.41 -> 0.02 s)."""
+    codes, uniques = pd.factorize(severity)  # missing -> -1, the last entry below
+    table = np.array([SEVERITY_ORDINAL.get(u, 0) for u in uniques] + [0], dtype=np.int64)
+    return table[codes]
+
+
+def shared_strings(
+    values: pd.Series, transform: Callable[[pd.Series], pd.Series] | None = None
+) -> np.ndarray:
+    """``values`` as an object array of str in which equal values are one object, with
+    ``transform`` (a Series -> Series of str) applied to the distinct values only.
+
+    A million alerts name a few thousand services and alert kinds: converting and
+    normalising each distinct value once is 5-10x cheaper than per row (0.47 -> 0.06 s
+    for the service keys), and one object per value hashes once for every dict lookup
+    the consolidation loop makes with it, instead of once per row. Missing values
+    become ``""`` before ``transform``.
+    """
+    codes, uniques = pd.factorize(values.fillna("").astype(str))
+    distinct = pd.Series(uniques, dtype=object).astype(str)
+    if transform is not None:
+        distinct = transform(distinct)
+    return distinct.to_numpy(dtype=object)[codes]
 
 
 def to_epoch_ns(timestamps: pd.Series) -> np.ndarray:
@@ -286,17 +313,17 @@ def consolidate(
         )
     times = to_epoch_ns(alerts["timestamp"])
     keys = service_keys(alerts)
-    names = alerts["alert_name"].astype(str).to_numpy(dtype=object)
+    names = shared_strings(alerts["alert_name"])
     symptom_like = np.array([can_be_symptom(n) for n in names], dtype=bool)
     families = np.array([alert_family(n) for n in names], dtype=object)
     ids = alerts["alert_id"].astype(str).to_numpy(dtype=object)
     hosts = (
-        alerts["host"].fillna("").astype(str).to_numpy(dtype=object)
+        shared_strings(alerts["host"])
         if "host" in alerts
         else np.full(len(alerts), "", dtype=object)
     )
     severities = (
-        alerts["severity"].map(SEVERITY_ORDINAL).fillna(0).to_numpy(dtype=np.int64)
+        severity_ordinals(alerts["severity"])
         if "severity" in alerts
         else np.zeros(len(alerts), dtype=np.int64)
     )
@@ -787,8 +814,10 @@ def _groups_frame(groups: list[Group]) -> pd.DataFrame:
             "n_series_total": [g.n_series for g in groups],
             "max_severity_total": [g.max_severity for g in groups],
             "root_changes": [g.root_changes for g in groups],
-            "members": [{k: list(v) for k, v in g.members.items()} for g in groups],
-            "local_members": [list(g.local_members) for g in groups],
+            # The groups' own containers, not copies (1.2 s at a million alerts): the
+            # grouper that owns them is discarded, and the state holds deep copies.
+            "members": [g.members for g in groups],
+            "local_members": [g.local_members for g in groups],
         }
     )
 

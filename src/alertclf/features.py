@@ -36,8 +36,7 @@ import numpy as np
 import pandas as pd
 
 from alertclf.catalogue import FAMILIES, alert_family, can_be_symptom
-from alertclf.consolidate import to_epoch_ns
-from alertclf.contracts import SEVERITY_ORDINAL
+from alertclf.consolidate import severity_ordinals, to_epoch_ns
 
 ALERT_FEATURES: tuple[str, ...] = (
     "a_severity",
@@ -101,9 +100,7 @@ def build_features(alerts: pd.DataFrame, graph_features: pd.DataFrame) -> pd.Dat
     ts = pd.to_datetime(times, unit="ns", utc=True)
     hour = (ts.hour + ts.minute / 60.0).to_numpy(dtype=np.float64)
     dow = ts.day_of_week.to_numpy(dtype=np.float64) + hour / 24.0
-    out["a_severity"] = (
-        alerts["severity"].map(SEVERITY_ORDINAL).fillna(0).to_numpy(dtype=np.float64)
-    )
+    out["a_severity"] = severity_ordinals(alerts["severity"]).astype(np.float64)
     out["a_hour_sin"] = np.sin(2 * np.pi * hour / 24)
     out["a_hour_cos"] = np.cos(2 * np.pi * hour / 24)
     out["a_dow_sin"] = np.sin(2 * np.pi * dow / 7)

@@ -47,7 +47,7 @@ import numpy as np
 import pandas as pd
 
 from alertclf.catalogue import FAMILY_LABELS, alert_family
-from alertclf.consolidate import UNMAPPED_PREFIX, CallerIndex, service_keys
+from alertclf.consolidate import UNMAPPED_PREFIX, CallerIndex, service_keys, severity_ordinals
 from alertclf.contracts import INCIDENT_COLUMNS, SEVERITIES, SEVERITY_ORDINAL
 
 WEIGHTS = {
@@ -269,7 +269,7 @@ def incident_table(
             "_g": codes,
             "_key": service_keys(alerts),
             "alert_name": alerts["alert_name"].to_numpy(),
-            "_sev": alerts["severity"].map(SEVERITY_ORDINAL).fillna(0).astype(int).to_numpy(),
+            "_sev": severity_ordinals(alerts["severity"]),
             "_novel": (alerts["is_outlier"].astype(bool) | (alerts["cluster_id"] == -1)).to_numpy(),
             "_unique": ~alerts["is_duplicate"].astype(bool).to_numpy(),
             "_ts": pd.to_datetime(alerts["timestamp"], utc=True).array,
@@ -353,7 +353,7 @@ def _cumulate(table: pd.DataFrame, groups: pd.DataFrame) -> None:
         "|".join(display_service(k) for k in sorted(m, key=lambda k: (m[k][0], k))) for m in members
     ]
     cumulative = groups["max_severity_total"].fillna(0).to_numpy(dtype=np.int64)[row]
-    batch = table.loc[known, "max_severity"].map(SEVERITY_ORDINAL).fillna(0).to_numpy(np.int64)
+    batch = severity_ordinals(table.loc[known, "max_severity"])
     table.loc[known, "max_severity"] = [_SEVERITY_NAME[v] for v in np.maximum(cumulative, batch)]
 
 
@@ -470,7 +470,7 @@ def cluster_table(
         return pd.DataFrame(columns=columns)
     frame = alerts.assign(
         _key=service_keys(alerts),
-        _sev=alerts["severity"].map(SEVERITY_ORDINAL).fillna(0).astype(int),
+        _sev=severity_ordinals(alerts["severity"]),
         _ts=pd.to_datetime(alerts["timestamp"], utc=True),
     )
     blast = graph_features["g_n_ancestors"] if "g_n_ancestors" in graph_features else pd.Series()
