@@ -35,6 +35,8 @@ from alertclf.consolidate import (
     _Grouper,
     _score,
     consolidate,
+    severity_ordinals,
+    shared_strings,
 )
 from alertclf.io.alerts import normalize_alerts
 from alertclf.mapping import enrich_alerts
@@ -564,3 +566,26 @@ def test_pruned_candidate_search_equals_scoring_every_open_group(monkeypatch) ->
     consolidate(alerts, sim.graph, SETTINGS)
     # Often a choice between many open groups, so the early stop was exercised.
     assert sum(n > 5 for n in contested) > 200, np.bincount(contested)
+
+
+def test_severity_ordinals_are_looked_up_per_value_with_zero_for_unknown_or_missing():
+    values = pd.Series(["critical", "info", None, "CRITICAL", "warning", "bogus", "critical"])
+    ordinals = severity_ordinals(values)
+    assert ordinals.dtype == np.int64
+    assert ordinals.tolist() == [5, 1, 0, 0, 3, 0, 5]
+    assert severity_ordinals(pd.Series([], dtype=object)).tolist() == []
+
+
+def test_shared_strings_give_one_object_per_distinct_value_transformed_once():
+    seen: list[int] = []
+
+    def lower(distinct: pd.Series) -> pd.Series:
+        seen.append(len(distinct))
+        return distinct.str.lower()
+
+    values = pd.Series(["API", "db", None, "API", "Db"], dtype=object)
+    out = shared_strings(values, lower)
+    assert out.tolist() == ["api", "db", "", "api", "db"]
+    assert out[0] is out[3]  # the same object: hashed once for every lookup
+    assert seen == [4]  # API, db, "", Db
+    assert shared_strings(pd.Series([], dtype=object)).tolist() == []

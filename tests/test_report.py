@@ -175,6 +175,24 @@ def test_write_results_files_are_optional_and_stay_inside_the_folder(tmp_path):
     assert not (tmp_path / "r3").exists()
 
 
+def test_result_tables_write_times_as_utc_iso_text_to_the_microsecond(tmp_path):
+    stamps = pd.Series(
+        pd.to_datetime(
+            ["2026-03-01T10:15:30.250000+02:00", None, "1969-12-31T23:59:59Z"],
+            utc=True,
+            format="ISO8601",
+        )
+    )
+    folder = write_results(tmp_path, "r1", {"t.csv": pd.DataFrame({"at": stamps})}, {})
+    lines = (folder / "t.csv").read_text(encoding="utf-8").splitlines()
+    assert lines == [
+        '"at"',
+        '"2026-03-01T08:15:30.250000Z"',
+        "",
+        '"1969-12-31T23:59:59.000000Z"',
+    ]
+
+
 def test_write_results_calls_a_files_function_before_the_documents(tmp_path):
     documents = {"m.json": {"report_seconds": None}}
 
