@@ -239,14 +239,14 @@ class CallerIndex:
 
 def service_keys(alerts: pd.DataFrame) -> np.ndarray:
     """The graph node of each alert, or ``?<normalised name>`` when it is unmapped."""
-    mapped = shared_strings(alerts["mapped_service"].fillna("").astype(str))
+    mapped = shared_strings(alerts["mapped_service"])
     raw = shared_strings(alerts["service"], lambda u: UNMAPPED_PREFIX + u.str.strip().str.lower())
     return np.where(mapped != "", mapped, raw)
 
 
 def severity_ordinals(severity: pd.Series) -> np.ndarray:
     """:data:`SEVERITY_ORDINAL` of each value (0 for a missing or unknown one), as int64.
-    Looked up once per distinct value: a million rows hold a handful (0.41 -> 0.02 s)."""
+    Looked up once per distinct value: a million rows hold a handful (0.40 -> 0.03 s)."""
     codes, uniques = pd.factorize(severity)  # missing -> -1, the last entry below
     table = np.array([SEVERITY_ORDINAL.get(u, 0) for u in uniques] + [0], dtype=np.int64)
     return table[codes]
@@ -259,7 +259,7 @@ def shared_strings(
     ``transform`` (a Series -> Series of str) applied to the distinct values only.
 
     A million alerts name a few thousand services and alert kinds: converting and
-    normalising each distinct value once is 5-10x cheaper than per row (0.47 -> 0.06 s
+    normalising each distinct value once is about 4x cheaper than per row (0.47 -> 0.12 s
     for the service keys), and one object per value hashes once for every dict lookup
     the consolidation loop makes with it, instead of once per row. Missing values
     become ``""`` before ``transform``.

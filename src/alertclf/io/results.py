@@ -94,7 +94,7 @@ def _escaped(series: pd.Series) -> pd.Series | None:
     text = series.astype("str")  # missing stays missing
     # Only a cell that starts with an apostrophe or a trigger can need it: that test
     # (one character per cell) clears most columns of a million rows without the
-    # regular expression (1.8 -> 0.3 s of the alert table's columns).
+    # regular expression (sampled on a million alerts: 1.8 -> 0.7 s of thread time).
     first = pc.utf8_slice_codeunits(pa.array(text, type=pa.string(), from_pandas=True), 0, 1)
     if not pc.any(pc.is_in(first, value_set=_FIRST_CHARACTERS)).as_py():
         return None
