@@ -32,6 +32,8 @@ the same numbers. Alert metadata features (the graph features are documented in
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
+
 import numpy as np
 import pandas as pd
 
@@ -90,7 +92,7 @@ def build_features(alerts: pd.DataFrame, graph_features: pd.DataFrame) -> pd.Dat
     is :func:`alertclf.graph.graph_features` output.
     """
     n = len(alerts)
-    out: dict[str, np.ndarray] = {}
+    out = _FeatureBlock(n, feature_columns(list(graph_features.columns)))
     mapped = alerts["mapped_service"].fillna("").astype(str)
     # Looked up once per distinct service (2,000 of them in a million alerts, 1.3 s
     # when every row's name is hashed).
@@ -131,24 +133,47 @@ def build_features(alerts: pd.DataFrame, graph_features: pd.DataFrame) -> pd.Dat
     cause = alerts["cause_family"].fillna("other").astype(str).to_numpy(dtype=object)
     out.update(_one_hot(cause, "a_cause_"))
 
-    columns = feature_columns(list(graph_features.columns))
-    # Filled into one float64 block: a frame built from a dict of columns copies them
-    # into its block and astype copies again (1.1 s at a million alerts).
-    matrix = np.empty((n, len(columns)), dtype=np.float64, order="F")  # pandas' own layout
-    for i, c in enumerate(columns):
-        matrix[:, i] = out[c]
-    return pd.DataFrame(matrix, index=alerts.index, columns=columns)
+    return out.frame(alerts.index)
 
 
-def _one_hot(families: np.ndarray, prefix: str) -> dict[str, np.ndarray]:
-    """``prefix + family`` -> 1.0 where the value is that family, for every family.
-    Compares integer codes, not a million strings once per family."""
+class _FeatureBlock:
+    """The feature matrix, each column written into it as soon as it is computed.
+
+    One float64 block in pandas' own (column-major) layout becomes the frame without a
+    copy. Building a frame from a dict of columns copied them into its block and astype
+    copied again (1.1 s at a million alerts); holding every column until the end touched
+    twice the memory (0.9 GB), and on a long-running machine fresh memory is what costs:
+    the first build in a process took 3.3 s, the next 0.8 s."""
+
+    def __init__(self, n: int, columns: list[str]) -> None:
+        self.columns = columns
+        self.matrix = np.empty((n, len(columns)), dtype=np.float64, order="F")
+        self._position = {c: i for i, c in enumerate(columns)}
+        self._missing = set(columns)
+
+    def __setitem__(self, name: str, values: np.ndarray) -> None:
+        position = self._position.get(name)
+        if position is not None:  # a name the model does not use is left out, as before
+            self.matrix[:, position] = values
+            self._missing.discard(name)
+
+    def update(self, columns: Iterable[tuple[str, np.ndarray]]) -> None:
+        for name, values in columns:
+            self[name] = values
+
+    def frame(self, index: pd.Index) -> pd.DataFrame:
+        if self._missing:  # np.empty holds garbage where nothing was written
+            raise KeyError(f"feature columns never computed: {sorted(self._missing)}")
+        return pd.DataFrame(self.matrix, index=index, columns=self.columns)
+
+
+def _one_hot(families: np.ndarray, prefix: str) -> Iterator[tuple[str, np.ndarray]]:
+    """``(prefix + family, 1.0 where the value is that family)`` for every family, one at
+    a time. Compares integer codes, not a million strings once per family."""
     codes, uniques = pd.factorize(families)
     position = {value: i for i, value in enumerate(uniques)}
-    return {
-        f"{prefix}{family}": (codes == position.get(family, -2)).astype(np.float64)
-        for family in FAMILIES
-    }
+    for family in FAMILIES:
+        yield f"{prefix}{family}", (codes == position.get(family, -2)).astype(np.float64)
 
 
 def _per_unique(values: pd.Series, func) -> np.ndarray:
