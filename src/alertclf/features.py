@@ -94,8 +94,8 @@ def build_features(alerts: pd.DataFrame, graph_features: pd.DataFrame) -> pd.Dat
     n = len(alerts)
     out = _FeatureBlock(n, feature_columns(list(graph_features.columns)))
     mapped = alerts["mapped_service"].fillna("").astype(str)
-    # Looked up once per distinct service (2,000 of them in a million alerts, 1.3 s
-    # when every row's name is hashed).
+    # Looked up once per distinct service (2,000 of them in a million alerts: 0.34 ->
+    # 0.05 s against hashing every row's name).
     codes, services = pd.factorize(mapped)
     topo = graph_features.reindex(services).to_numpy(dtype=np.float64, na_value=0.0)[codes]
     for i, name in enumerate(graph_features.columns):
@@ -143,7 +143,7 @@ class _FeatureBlock:
     copy. Building a frame from a dict of columns copied them into its block and astype
     copied again (1.1 s at a million alerts); holding every column until the end touched
     twice the memory (0.9 GB), and on a long-running machine fresh memory is what costs:
-    the first build in a process took 3.3 s, the next 0.8 s."""
+    the first build in a process took 3.3 s that way (2.9 s this way), the next 0.8 s."""
 
     def __init__(self, n: int, columns: list[str]) -> None:
         self.columns = columns
