@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 
 from alertclf.catalogue import FAMILIES, alert_family, can_be_symptom
-from alertclf.consolidate import severity_ordinals, to_epoch_ns
+from alertclf.consolidate import per_distinct, severity_ordinals, to_epoch_ns
 
 ALERT_FEATURES: tuple[str, ...] = (
     "a_severity",
@@ -112,8 +112,8 @@ def build_features(alerts: pd.DataFrame, graph_features: pd.DataFrame) -> pd.Dat
     out["a_dow_cos"] = np.cos(2 * np.pi * dow / 7)
 
     names = alerts["alert_name"].astype(str)
-    out.update(_one_hot(_per_unique(names, alert_family), "a_fam_"))
-    out["a_symptom_capable"] = _per_unique(names, can_be_symptom).astype(np.float64)
+    out.update(_one_hot(per_distinct(names, alert_family, "", object), "a_fam_"))
+    out["a_symptom_capable"] = per_distinct(names, can_be_symptom, False, np.float64)
     out["a_is_mapped"] = (mapped != "").to_numpy(dtype=np.float64)
     out["a_mapping_confidence"] = (
         pd.to_numeric(alerts["mapping_confidence"], errors="coerce").fillna(0).to_numpy(np.float64)
@@ -174,13 +174,3 @@ def _one_hot(families: np.ndarray, prefix: str) -> Iterator[tuple[str, np.ndarra
     position = {value: i for i, value in enumerate(uniques)}
     for family in FAMILIES:
         yield f"{prefix}{family}", (codes == position.get(family, -2)).astype(np.float64)
-
-
-def _per_unique(values: pd.Series, func) -> np.ndarray:
-    """Apply ``func`` once per distinct value (names repeat a lot in alert streams)."""
-    codes, uniques = pd.factorize(values)
-    mapped = np.array([func(u) for u in uniques], dtype=object)
-    if len(mapped) == 0:
-        return np.zeros(len(values), dtype=object)
-    result = mapped[codes]
-    return result.astype(bool) if all(isinstance(m, bool) for m in mapped) else result
