@@ -57,7 +57,7 @@ import json
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import networkx as nx
@@ -146,6 +146,15 @@ class Group:
         out = asdict(self)
         del out["_leader"]
         return out
+
+    def __reduce__(self) -> tuple:
+        # Pickled as its fields: a slotted dataclass otherwise pickles through a state
+        # dict, 2x slower to write and to read (60,000 groups cross between the two
+        # processes of alertclf.stitching).
+        return (Group, tuple(getattr(self, name) for name in _GROUP_FIELDS))
+
+
+_GROUP_FIELDS = tuple(f.name for f in fields(Group))
 
 
 @dataclass
@@ -308,12 +317,12 @@ def consolidate(
     batch sees the same features as the 15-minute batches it scores.
     """
     index = index or CallerIndex(graph, settings.group_max_hops)
-    grouper = _Grouper(index, settings, state or ConsolidationState())
+    state = state or ConsolidationState()
     if len(alerts) == 0:
         return Consolidation(
             pd.Series([], index=alerts.index, dtype=object, name="group_id"),
             _groups_frame([]),
-            grouper.state_at(None),
+            _Grouper(index, settings, state).state_at(None),
             pd.Series([], index=alerts.index, dtype=object, name="group_reason"),
             pd.DataFrame(index=alerts.index, columns=list(AS_OF_COLUMNS), dtype=np.float64).assign(
                 cause_family=pd.Series([], index=alerts.index, dtype=object)
@@ -336,16 +345,25 @@ def consolidate(
         else np.zeros(len(alerts), dtype=np.int64)
     )
     order = np.lexsort((ids, times))
-    # Plain Python values in time order: the loop below is the hot path (about 15 us an
-    # alert), and numpy scalars cost more than ints and strs there.
-    rows = zip(
+    # Plain Python values in time order: the loop over them is the hot path (about 15 us
+    # an alert), and numpy scalars cost more than ints and strs there.
+    columns = [
         times[order].tolist(), keys[order].tolist(), names[order].tolist(),
         symptom_like[order].tolist(), ids[order].tolist(), families[order].tolist(),
-        hosts[order].tolist(), severities[order].tolist(), strict=True,
-    )  # fmt: skip
+        hosts[order].tolist(), severities[order].tolist(),
+    ]  # fmt: skip
+
+    def grouper(start: ConsolidationState) -> _Grouper:
+        return _Grouper(index, settings, start)
+
     with gc_paused():
-        # One flat tuple per alert, transposed once into columns (in C).
-        placed = list(zip(*[grouper.add(*row) for row in rows], strict=True))
+        placement = None
+        if len(alerts) >= settings.split_consolidation_min_alerts:
+            from alertclf.stitching import place_split  # only large batches need it
+
+            placement = place_split(columns, times[order], settings, grouper, state)
+        placement = placement or _place(columns, grouper(state))
+    placed = placement.columns
     assigned = np.empty(len(alerts), dtype=object)
     reasons = np.empty(len(alerts), dtype=object)
     cause_family = np.empty(len(alerts), dtype=object)
@@ -356,21 +374,63 @@ def consolidate(
     as_of = np.empty((len(alerts), len(AS_OF_COLUMNS)), dtype=np.float64)
     for column, values in enumerate(placed[2:-1]):
         as_of[order, column] = values
-    bursts, recent = _bursts(keys, times, order, grouper.recent)
+    bursts, recent = _bursts(keys, times, order, state.recent)
     as_of[:, -1] = bursts
-    grouper.recent = recent
-    if grouper.alias:
-        merged = np.flatnonzero(pd.Series(assigned).isin(grouper.alias.keys()).to_numpy())
-        assigned[merged] = [grouper.resolve(g) for g in assigned[merged]]
+    alias = placement.alias
+    if alias:
+        merged = np.flatnonzero(pd.Series(assigned).isin(alias.keys()).to_numpy())
+        assigned[merged] = [_resolve(alias, g) for g in assigned[merged]]
+    end_state = placement.state
+    end_state.recent = _recent_at(recent, int(times.max()))
     return Consolidation(
         pd.Series(assigned, index=alerts.index, name="group_id"),
-        _groups_frame(list(grouper.touched.values())),
-        grouper.state_at(int(times.max())),
+        _groups_frame(placement.touched),
+        end_state,
         pd.Series(reasons, index=alerts.index, name="group_reason"),
         pd.DataFrame(as_of, index=alerts.index, columns=list(AS_OF_COLUMNS)).assign(
             cause_family=cause_family
         ),
     )
+
+
+@dataclass
+class Placement:
+    """Where the alerts of one batch went, in time order."""
+
+    # One sequence per field of _Grouper.add's tuple: group id (before merges are
+    # resolved), reason, the as-of values but the burst, cause family.
+    columns: list[Any]
+    touched: list[Group]  # groups that took an alert, in the order they first did
+    alias: dict[str, str]  # merged group id -> the id it was merged into
+    state: ConsolidationState  # groups and series open at the last alert (no ``recent``)
+
+
+def _place(columns: list[list], grouper: _Grouper) -> Placement:
+    """Place every alert with one grouper, in this process."""
+    placed = [grouper.add(*row) for row in zip(*columns, strict=True)]
+    return _placement(grouper, placed, columns[0][-1])
+
+
+def _placement(grouper: _Grouper, placed: list[tuple], end: int) -> Placement:
+    """The placement of a grouper that has read the whole batch (``placed``: the tuples
+    its ``add`` returned; ``end``: the last alert's time)."""
+    # One flat tuple per alert, transposed once into columns (in C).
+    columns = list(zip(*placed, strict=True))
+    return Placement(columns, list(grouper.touched.values()), grouper.alias, grouper.state_at(end))
+
+
+def _resolve(alias: dict[str, str], group_id: str) -> str:
+    """The group an id now belongs to, after merges."""
+    while group_id in alias:
+        group_id = alias[group_id]
+    return group_id
+
+
+def _recent_at(recent: dict[str, list[int]], end: int | None) -> dict[str, list[int]]:
+    """The burst times worth carrying past ``end``."""
+    return {
+        k: sorted(v) for k, v in recent.items() if end is None or any(end - s < BURST_NS for s in v)
+    }
 
 
 def _bursts(
@@ -772,9 +832,7 @@ class _Grouper:
 
     def resolve(self, group_id: str) -> str:
         """The group an id now belongs to, after merges."""
-        while group_id in self.alias:
-            group_id = self.alias[group_id]
-        return group_id
+        return _resolve(self.alias, group_id)
 
     def state_at(self, end: int | None) -> ConsolidationState:
         if end is None:
@@ -788,12 +846,41 @@ class _Grouper:
             for (k, n), (gid, last, count, hosts) in self.series.items()
             if self.resolve(gid) in open_ids and (end is None or end - last <= self.window)
         )
-        recent = {
-            k: sorted(v)
-            for k, v in self.recent.items()
-            if end is None or any(end - s < BURST_NS for s in v)
-        }
-        return ConsolidationState([Group(**asdict(g)) for g in groups], series, recent)
+        return ConsolidationState(
+            [Group(**asdict(g)) for g in groups], series, _recent_at(self.recent, end)
+        )
+
+    def fingerprint(self, t: int, series_keys: Iterable[tuple[str, str]]) -> str:
+        """A digest of everything that decides where the alerts from ``t`` on go: the
+        groups active at ``t`` (every field, member order included) and the series among
+        ``series_keys`` that fired within the window, their ids resolved. Two groupers
+        with equal fingerprints place every later alert alike (see :mod:`alertclf.stitching`).
+
+        Left out because no decision reads them: groups gone quiet but not yet swept
+        (every rule checks :meth:`_is_active`), older series (a repeat outside the window
+        starts a new series), merged ids (only resolved ids are compared), the cone
+        cache, ``newest`` (an upper bound that orders the search, never its result) and
+        the order of groups within a service's bucket (ties go to the smallest id:
+        :func:`_beats`)."""
+        digest = hashlib.blake2b(digest_size=16)
+        live = sorted(gid for gid, g in self.active.items() if self._is_active(g, t))
+        for gid in live:
+            g = self.active[gid]
+            fields = (
+                gid, g.root, g.start, g.last_seen, list(g.members.items()), g.n_alerts,
+                g.n_series, g.max_severity, g.root_changes, g.symptoms_only, g.root_family,
+                g.local_members, sorted(g.cause_families.items()),
+            )  # fmt: skip
+            digest.update(repr(fields).encode())
+        open_ids = set(live)
+        for series_key in sorted(set(series_keys)):
+            entry = self.series.get(series_key)
+            if entry is None or t - entry[1] > self.window:
+                continue
+            gid = self.resolve(entry[0])
+            if gid in open_ids:
+                digest.update(repr((series_key, gid, *entry[1:])).encode())
+        return digest.hexdigest()
 
 
 @dataclass

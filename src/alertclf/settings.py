@@ -120,6 +120,12 @@ class Settings(BaseModel):
     # --- execution ------------------------------------------------------------------
     engine: Engine = "local"
     spark_master: str = "local[2]"
+    split_consolidation_min_alerts: int = Field(
+        200_000,
+        ge=2,
+        description="Batches this big are consolidated in two processes, stitched to the "
+        "same result (alertclf.stitching); needs two cores.",
+    )
 
     @field_validator("retrain_time")
     @classmethod
