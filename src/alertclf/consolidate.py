@@ -299,6 +299,8 @@ def consolidate(
     settings: Settings,
     state: ConsolidationState | None = None,
     index: CallerIndex | None = None,
+    meanwhile: Callable[[], object] | None = None,
+    meanwhile_cost: float = 0.0,
 ) -> Consolidation:
     """Assign every alert a ``group_id``.
 
@@ -315,10 +317,18 @@ def consolidate(
     its series). Because the state carries every count across batches, these values do
     not depend on where batch boundaries fall, so a model trained on history in one
     batch sees the same features as the 15-minute batches it scores.
+
+    ``meanwhile`` (work independent of the grouping, such as dedup) is called once in
+    this process: while a second process does part of the grouping (batches of at least
+    ``split_consolidation_min_alerts``: :mod:`alertclf.stitching`), else after it.
+    ``meanwhile_cost`` is its cost as a share of grouping the batch: the split leaves
+    this process that much less to group.
     """
     index = index or CallerIndex(graph, settings.group_max_hops)
     state = state or ConsolidationState()
     if len(alerts) == 0:
+        if meanwhile is not None:
+            meanwhile()
         return Consolidation(
             pd.Series([], index=alerts.index, dtype=object, name="group_id"),
             _groups_frame([]),
@@ -361,8 +371,13 @@ def consolidate(
         if len(alerts) >= settings.split_consolidation_min_alerts:
             from alertclf.stitching import place_split  # only large batches need it
 
-            placement = place_split(columns, times[order], settings, grouper, state)
-        placement = placement or _place(columns, grouper(state))
+            placement = place_split(
+                columns, times[order], settings, grouper, state, meanwhile, meanwhile_cost
+            )
+        if placement is None:
+            placement = _place(columns, grouper(state))
+            if meanwhile is not None:
+                meanwhile()
     placed = placement.columns
     assigned = np.empty(len(alerts), dtype=object)
     reasons = np.empty(len(alerts), dtype=object)

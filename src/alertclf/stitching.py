@@ -68,10 +68,14 @@ def place_split(
     settings: Settings,
     grouper: Callable[[ConsolidationState], _Grouper],
     state: ConsolidationState,
+    meanwhile: Callable[[], object] | None = None,
+    meanwhile_cost: float = 0.0,
 ) -> Placement | None:
     """Place the alerts (``columns`` as for :func:`alertclf.consolidate._place`, in time
-    order; ``times`` the same times as an array) in two processes, or return None when a
-    split would not pay (one core, no ``fork``, a batch that is mostly warm-up)."""
+    order; ``times`` the same times as an array) in two processes, calling ``meanwhile``
+    in this one once its share is placed (its cost, as a share of placing the batch,
+    moves the cut forward). Returns None, without calling ``meanwhile``, when a split
+    would not pay (one core, no ``fork``, a batch that is mostly warm-up)."""
     n = len(times)
     if (
         _usable_cores() < 2
@@ -84,7 +88,7 @@ def place_split(
     window = settings.time_window_minutes * NS_PER_MINUTE
     warm_up = settings.group_max_span_minutes * NS_PER_MINUTE + window
     step = max(100, n // 200)
-    cut = _balanced_cut(times, warm_up, healing=3 * step)
+    cut = _balanced_cut(times, warm_up, head_start=3 * step + int(meanwhile_cost * n))
     start = int(np.searchsorted(times, times[cut] - warm_up))
     if cut >= n - step or n - start > 0.8 * n:
         return None
@@ -99,7 +103,9 @@ def place_split(
     child.start()
     sender.close()
     try:
-        return _parent(receiver, child, columns, times, window, grouper(state), cut, checkpoints)
+        return _parent(
+            receiver, child, columns, times, window, grouper(state), cut, checkpoints, meanwhile
+        )
     finally:
         receiver.close()
         if child.is_alive():
@@ -114,16 +120,16 @@ def _usable_cores() -> int:
         return os.cpu_count() or 1
 
 
-def _balanced_cut(times: np.ndarray, warm_up: int, healing: int) -> int:
-    """The smallest cut ``m`` at which this process's share (``m`` plus the alerts read
-    until the states meet) is at least the child's (the warm-up and everything after
-    ``m``)."""
+def _balanced_cut(times: np.ndarray, warm_up: int, head_start: int) -> int:
+    """The smallest cut ``m`` at which this process's share (``m`` plus ``head_start``:
+    the alerts read until the states meet and the ``meanwhile`` work) is at least the
+    child's (the warm-up and everything after ``m``)."""
     n = len(times)
     low, high = 0, n - 1
     while low < high:
         middle = (low + high) // 2
         start = int(np.searchsorted(times, times[middle] - warm_up))
-        if middle + healing >= n - start:
+        if middle + head_start >= n - start:
             high = middle
         else:
             low = middle + 1
@@ -195,6 +201,7 @@ def _parent(
     g: _Grouper,
     cut: int,
     checkpoints: list[int],
+    meanwhile: Callable[[], object] | None,
 ) -> Placement:
     n = len(times)
     placed = _place_rows(g, columns, 0, cut)
@@ -210,10 +217,13 @@ def _parent(
             break
         following = checkpoints[i + 1] if i + 1 < len(checkpoints) else n
         placed += _place_rows(g, columns, row, following)
+    if meeting is None:
+        log.info("consolidation: the two states never met; placing the rest in this process")
+        child.terminate()
+    if meanwhile is not None:
+        meanwhile()
     result = _receive(conn, "done") if meeting is not None else None
     if result is None:
-        log.info("consolidation: the two states never met; placed the rest in this process")
-        child.terminate()
         placed += _place_rows(g, columns, len(placed), n)
         return _placement(g, placed, columns[0][-1])
     row, alias_count = meeting
