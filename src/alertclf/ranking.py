@@ -159,13 +159,16 @@ def _reasons(components: pd.DataFrame, facts: pd.DataFrame) -> list[str]:
         return []
     names = list(WEIGHTS)
     contrib = np.column_stack([components[k].to_numpy() * WEIGHTS[k] for k in names])
-    texts = {k: _describe(k, facts) for k in names}
+    texts = np.column_stack([_describe(k, facts) for k in names])
     top = np.argsort(-contrib, axis=1, kind="stable")[:, :3]
-    out = []
-    for row, picks in enumerate(top):
-        parts = [texts[names[j]][row] for j in picks if contrib[row, j] > 0]
-        out.append("; ".join(parts))
-    return out
+    rows = np.arange(len(top))[:, None]
+    picked, positive = texts[rows, top], contrib[rows, top] > 0
+    # Picks are in falling order, so the positive ones come first: join column by column
+    # (element-wise in C; a Python join per incident took 0.5 s for 155,000 of them).
+    out = np.where(positive[:, 0], picked[:, 0], "")
+    for j in (1, 2):
+        out = np.where(positive[:, j], out + "; " + picked[:, j], out)
+    return out.tolist()
 
 
 def _describe(component: str, facts: pd.DataFrame) -> np.ndarray:
