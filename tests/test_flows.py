@@ -353,3 +353,29 @@ def test_alerts_by_cluster_rows_follow_rank_then_time_then_id(shuffled) -> None:
     keys = alerts.reset_index(drop=True)
     expected = keys.sort_values(["cluster_rank", "timestamp", "alert_id"], kind="stable").index
     np.testing.assert_array_equal(_by_cluster_rows(alerts), expected.to_numpy())
+
+
+def test_recent_ids_keep_the_late_arrival_window_only() -> None:
+    from alertclf.flows import _recent_ids
+    from alertclf.io.state import RunState
+
+    carried = {
+        "old": "2026-01-05T09:00:00+00:00",  # fell out of the window: dropped
+        "kept": "2026-01-05T11:50:00+00:00",  # still inside, not in this batch: kept
+        "again": "2026-01-05T11:45:00+00:00",  # re-sent, now with an older timestamp
+    }
+    new = pd.DataFrame(
+        {
+            "alert_id": ["again", "fresh", "early"],
+            "timestamp": pd.to_datetime(
+                ["2026-01-05T10:00:00Z", "2026-01-05T11:55:00Z", "2026-01-05T11:00:00Z"]
+            ),
+        }
+    )
+    ids = _recent_ids(
+        RunState(recent_ids=carried), new, "2026-01-05T12:00:00+00:00", Settings()
+    )  # window: 30 minutes back from the watermark
+    assert ids == {"kept": carried["kept"], "fresh": "2026-01-05T11:55:00+00:00"}
+    assert _recent_ids(RunState(), new, "2026-01-05T12:00:00+00:00", Settings()) == {
+        "fresh": "2026-01-05T11:55:00+00:00"
+    }
