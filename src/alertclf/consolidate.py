@@ -48,6 +48,9 @@ Alerts whose service is not in the graph are grouped only with alerts of the sam
 
 State: groups still active at the end of a batch are returned as
 :class:`ConsolidationState` and continue in the next batch with the same ``group_id``.
+
+Batches of ``split_consolidation_min_alerts`` (200,000) or more are grouped by two
+processes and stitched into exactly this one-pass result (:mod:`alertclf.stitching`).
 """
 
 from __future__ import annotations
