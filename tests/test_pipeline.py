@@ -144,3 +144,19 @@ def test_empty_batch_scores_to_empty_tables(day) -> None:
     result = score_batch(prepared, model.predict_details, profiles, context, SETTINGS)
     assert result.alerts.empty and result.incidents.empty
     assert set(FINAL_COLUMNS) <= set(result.alerts.columns)
+
+
+def test_incident_facts_from_a_second_process_change_nothing(day, monkeypatch) -> None:
+    from alertclf import pipeline
+
+    alerts, _, context, _, model, profiles, result = day
+    forked = SETTINGS.model_copy(update={"parallel_min_alerts": 2})
+    prepared = prepare_batch(alerts, context, forked, scoring=True)
+    if not pipeline.can_fork():
+        pytest.skip("needs fork and two cores")
+    assert prepared.incident_facts is not None  # the facts are being worked out apart
+    other = score_batch(prepared, model.predict_details, profiles, context, forked)
+    pd.testing.assert_frame_equal(other.incidents, result.incidents)
+    pd.testing.assert_frame_equal(other.alerts, result.alerts)
+    # Without scoring=True nothing is started (retrain prepares batches it never scores).
+    assert prepare_batch(alerts, context, forked).incident_facts is None

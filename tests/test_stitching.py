@@ -12,7 +12,7 @@ import re
 import pandas as pd
 import pytest
 
-from alertclf import stitching
+from alertclf import forking, stitching
 from alertclf.consolidate import (
     NS_PER_MINUTE,
     CallerIndex,
@@ -27,13 +27,13 @@ from alertclf.settings import Settings
 from alertclf.simulate import SimulationConfig, simulate
 
 pytestmark = pytest.mark.skipif(
-    stitching._usable_cores() < 2, reason="the split needs two usable cores"
+    not forking.can_fork(), reason="the split needs fork and two usable cores"
 )
 # A one-hour span makes the child's warm-up short (75 minutes): on the storm below its
 # state differs from the full reader's at the cut and meets it 4 checkpoints later, so
 # the comparison is exercised, not only the hand-over.
-ONE_PROCESS = Settings(split_consolidation_min_alerts=10**9, group_max_span_minutes=60)
-TWO_PROCESSES = ONE_PROCESS.model_copy(update={"split_consolidation_min_alerts": 2})
+ONE_PROCESS = Settings(parallel_min_alerts=10**9, group_max_span_minutes=60)
+TWO_PROCESSES = ONE_PROCESS.model_copy(update={"parallel_min_alerts": 2})
 
 
 @pytest.fixture(scope="module")
@@ -133,9 +133,9 @@ def test_small_batches_and_one_core_stay_in_one_process(storm, monkeypatch) -> N
     def no_fork(*args):
         raise AssertionError("a second process was started")
 
-    monkeypatch.setattr(stitching.multiprocessing, "get_context", no_fork)
+    monkeypatch.setattr(forking.multiprocessing, "get_context", no_fork)
     single = consolidate(alerts, g, ONE_PROCESS)  # the batch is below the threshold
-    monkeypatch.setattr(stitching, "_usable_cores", lambda: 1)
+    monkeypatch.setattr(forking, "_usable_cores", lambda: 1)
     assert_same(consolidate(alerts, g, TWO_PROCESSES), single)
 
 

@@ -49,7 +49,7 @@ Alerts whose service is not in the graph are grouped only with alerts of the sam
 State: groups still active at the end of a batch are returned as
 :class:`ConsolidationState` and continue in the next batch with the same ``group_id``.
 
-Batches of ``split_consolidation_min_alerts`` (200,000) or more are grouped by two
+Batches of ``parallel_min_alerts`` (200,000) or more are grouped by two
 processes and stitched into exactly this one-pass result (:mod:`alertclf.stitching`).
 """
 
@@ -323,7 +323,7 @@ def consolidate(
 
     ``meanwhile`` (work independent of the grouping, such as dedup) is called once in
     this process: while a second process does part of the grouping (batches of at least
-    ``split_consolidation_min_alerts``: :mod:`alertclf.stitching`), else after it.
+    ``parallel_min_alerts``: :mod:`alertclf.stitching`), else after it.
     ``meanwhile_cost`` is its cost as a share of grouping the batch: the split leaves
     this process that much less to group.
     """
@@ -371,7 +371,7 @@ def consolidate(
 
     with gc_paused():
         placement = None
-        if len(alerts) >= settings.split_consolidation_min_alerts:
+        if len(alerts) >= settings.parallel_min_alerts:
             from alertclf.stitching import place_split  # only large batches need it
 
             placement = place_split(

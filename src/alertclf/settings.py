@@ -120,11 +120,11 @@ class Settings(BaseModel):
     # --- execution ------------------------------------------------------------------
     engine: Engine = "local"
     spark_master: str = "local[2]"
-    split_consolidation_min_alerts: int = Field(
+    parallel_min_alerts: int = Field(
         200_000,
         ge=2,
-        description="Batches this big are consolidated in two processes, stitched to the "
-        "same result (alertclf.stitching); needs two cores.",
+        description="Batches this big have part of consolidation and of incident ranking done "
+        "by a second, forked process (Linux, two cores); the results are the same.",
     )
 
     @field_validator("retrain_time")

@@ -33,8 +33,6 @@ from __future__ import annotations
 import itertools
 import logging
 import multiprocessing
-import os
-import sys
 import time
 import traceback
 from collections.abc import Callable
@@ -42,6 +40,7 @@ from multiprocessing.connection import Connection
 
 import numpy as np
 
+from alertclf import forking
 from alertclf.consolidate import (
     NS_PER_MINUTE,
     ConsolidationState,
@@ -77,13 +76,7 @@ def place_split(
     moves the cut forward). Returns None, without calling ``meanwhile``, when a split
     would not pay (one core, no ``fork``, a batch that is mostly warm-up)."""
     n = len(times)
-    if (
-        _usable_cores() < 2
-        # fork is what makes the child cheap (it inherits the batch); on macOS it is
-        # unsafe with threaded libraries, on Windows absent.
-        or not sys.platform.startswith("linux")
-        or multiprocessing.current_process().daemon  # daemons may not have children
-    ):
+    if not forking.can_fork():
         return None
     window = settings.time_window_minutes * NS_PER_MINUTE
     warm_up = settings.group_max_span_minutes * NS_PER_MINUTE + window
@@ -93,15 +86,7 @@ def place_split(
     if cut >= n - step or n - start > 0.8 * n:
         return None
     checkpoints = [cut + k * step for k in CHECKPOINT_STEPS if cut + k * step < n]
-    context = multiprocessing.get_context("fork")
-    receiver, sender = context.Pipe(duplex=False)
-    child = context.Process(
-        target=_child,
-        args=(sender, columns, times, window, grouper, start, cut, checkpoints),
-        daemon=True,
-    )
-    child.start()
-    sender.close()
+    child, receiver = forking.fork(_child, columns, times, window, grouper, start, cut, checkpoints)
     try:
         return _parent(
             receiver, child, columns, times, window, grouper(state), cut, checkpoints, meanwhile
@@ -111,13 +96,6 @@ def place_split(
         if child.is_alive():
             child.terminate()
         child.join()
-
-
-def _usable_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def _balanced_cut(times: np.ndarray, warm_up: int, head_start: int) -> int:
