@@ -183,3 +183,18 @@ def test_fingerprint_covers_what_decides_and_only_that(storm) -> None:
         assert fingerprint(change) != reference, change.__name__
     for change in (stale_series, quiet_group):
         assert fingerprint(change) == reference, change.__name__
+
+
+def test_a_series_firing_for_the_whole_batch_changes_nothing(storm) -> None:
+    # Longer than any warm-up: the child cannot have seen where it began.
+    alerts, g = storm
+    service = sorted(g.nodes)[7]
+    stamps = pd.date_range(alerts["timestamp"].min(), alerts["timestamp"].max(), freq="5min")
+    flapping = alerts.iloc[[0] * len(stamps)].assign(
+        alert_id=[f"flap-{i}" for i in range(len(stamps))], timestamp=stamps, service=service,
+        mapped_service=service, alert_name="DiskSpaceLow", severity="warning", host="h1",
+    )  # fmt: skip
+    both = pd.concat([alerts, flapping], ignore_index=True)
+    single = consolidate(both, g, ONE_PROCESS)
+    assert single.group_ids[len(alerts) :].nunique() > 20  # it spans many groups
+    assert_same(consolidate(both, g, TWO_PROCESSES), single)

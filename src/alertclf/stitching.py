@@ -20,8 +20,9 @@ and from there on both place every alert alike.
 
 When the states differ, the difference usually dies out within a few tens of thousands
 of alerts (on the million-alert bench storm: 2 of 3,337 open groups differed at ``m``
-and none 15,000 alerts later), hence several checkpoints. If none matches, or the child
-fails, this process simply reads on to the end: the answer is the same, only slower.
+and none 15,000 alerts later; cuts at eleven places met 0 to 75,000 alerts after the
+cut), hence several checkpoints. If none matches, or the child fails, this process
+simply reads on to the end: the answer is the same, only slower.
 
 The cut is placed so that both processes read about as many alerts: the child reads
 the warm-up twice. On the bench storm (1M alerts over 48 hours, about 200,000 of them
@@ -189,7 +190,8 @@ def _parent(
         if message is None:
             break
         _, child_row, child_print, alias_count = message
-        assert child_row == row, (child_row, row)
+        if child_row != row:  # a protocol error is a bug
+            raise RuntimeError(f"consolidation: child checkpoint {child_row}, expected {row}")
         if _fingerprint(g, columns, times, row, window) == child_print:
             meeting = (row, alias_count)
             break
