@@ -52,3 +52,16 @@ def test_no_fork_on_one_core_or_in_a_daemon(monkeypatch) -> None:
     assert forking.can_fork()
     monkeypatch.setattr(forking.multiprocessing.current_process(), "_config", {"daemon": True})
     assert not forking.can_fork()
+
+
+def sleeps(seconds: float) -> int:
+    import time
+
+    time.sleep(seconds)
+    return 1
+
+
+def test_a_cancelled_child_is_stopped() -> None:
+    job = forking.Forked(sleeps, 60)
+    job.cancel()
+    assert not job._child.is_alive() and job._child.exitcode is not None

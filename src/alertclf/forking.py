@@ -74,6 +74,13 @@ class Forked:
                        getattr(func, "__name__", func), outcome[1])  # fmt: skip
         return func(*args)
 
+    def cancel(self) -> None:
+        """Stop the child (its result is no longer wanted)."""
+        self._conn.close()
+        if self._child.is_alive():
+            self._child.terminate()
+        self._child.join()
+
 
 def _compute(conn: Connection, func: Callable[..., Any], *args: Any) -> None:
     try:

@@ -206,17 +206,22 @@ def score_batch(
     alerts = prepared.alerts.copy(deep=False)
     batch_end = _batch_end(alerts)
     with _timed(timings, "clustering"):
-        details = (
-            pd.concat(
-                [
-                    predict(prepared.features.iloc[start : start + PREDICT_CHUNK_ROWS])
-                    for start in range(0, len(alerts), PREDICT_CHUNK_ROWS)
-                ],
-                ignore_index=True,
+        try:
+            details = (
+                pd.concat(
+                    [
+                        predict(prepared.features.iloc[start : start + PREDICT_CHUNK_ROWS])
+                        for start in range(0, len(alerts), PREDICT_CHUNK_ROWS)
+                    ],
+                    ignore_index=True,
+                )
+                if len(alerts)
+                else _empty_details()
             )
-            if len(alerts)
-            else _empty_details()
-        )
+        except BaseException:
+            if prepared.incident_facts is not None:  # no one will read it: stop it
+                prepared.incident_facts.cancel()
+            raise
         details.index = alerts.index
         alerts["cluster_id"] = details["cluster_id"].astype(np.int64)
         alerts["cluster_confidence"] = details["cluster_confidence"].astype(np.float64).round(4)
