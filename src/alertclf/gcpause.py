@@ -18,7 +18,9 @@ from contextlib import contextmanager
 @contextmanager
 def gc_paused() -> Iterator[None]:
     """Disable the cyclic collector for the block; restore its previous state after,
-    also on error. Nested use is safe: only the outermost block re-enables it."""
+    also on error. Nested use is safe: only the outermost block re-enables it. Blocks on
+    two threads at once leave it enabled once both have ended (the collector is one
+    switch per process)."""
     was_enabled = gc.isenabled()
     gc.disable()
     try:

@@ -14,6 +14,8 @@ import logging
 import threading
 from collections.abc import Iterable
 
+from alertclf.gcpause import gc_paused
+
 logger = logging.getLogger(__name__)
 
 
@@ -22,11 +24,14 @@ def import_in_background(modules: Iterable[str]) -> threading.Thread:
     names = list(modules)
 
     def run() -> None:
-        for name in names:
-            try:
-                importlib.import_module(name)
-            except Exception as err:  # the job's own import will report it
-                logger.debug("background import of %s failed: %s", name, err)
+        # Imports allocate many objects: a full collection they trigger would scan the
+        # job's live objects too (0.27 s while a million alerts are read).
+        with gc_paused():
+            for name in names:
+                try:
+                    importlib.import_module(name)
+                except Exception as err:  # the job's own import will report it
+                    logger.debug("background import of %s failed: %s", name, err)
 
     thread = threading.Thread(target=run, name="alertclf-imports", daemon=True)
     thread.start()

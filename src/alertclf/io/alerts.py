@@ -27,6 +27,7 @@ import re
 import sys
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -218,6 +219,11 @@ def read_alert_source(
     return AlertBatch(accepted, rejected, rows_read, [name], notes)
 
 
+# Text columns taken with surrounding whitespace removed.
+_TRIMMED = ("service", "alert_name", "description", "alert_id", "host", "namespace",
+            "cluster", "environment", "labels")  # fmt: skip
+
+
 def normalize_alerts(
     raw: pd.DataFrame,
     settings: Settings,
@@ -259,14 +265,21 @@ def normalize_alerts(
     def column(name: str) -> pd.Series:
         return columns[mapping[name]] if name in mapping else empty
 
+    # Arrow trims text without holding the interpreter: ten columns on two threads
+    # (1M rows: 0.58 s of trimming on one).
+    trimmed = [*_TRIMMED, *(["summary"] if "summary" in mapping else [])]
+    with ThreadPoolExecutor(max_workers=2 if n >= 100_000 else 1) as pool:
+        stripped = dict(
+            zip(trimmed, pool.map(lambda c: column(c).str.strip(), trimmed), strict=True)
+        )
     timestamps, ts_reason = parse_timestamps(column("timestamp"))
-    service = column("service").str.strip()
-    alert_name = column("alert_name").str.strip()
-    description = column("description").str.strip()
+    service = stripped["service"]
+    alert_name = stripped["alert_name"]
+    description = stripped["description"]
     if "summary" in mapping:
-        description = description.where(description != "", column("summary").str.strip())
+        description = description.where(description != "", stripped["summary"])
 
-    ids = column("alert_id").str.strip()
+    ids = stripped["alert_id"]
     no_id = (ids == "").to_numpy()
     if no_id.any():
         content = pd.DataFrame(
@@ -307,12 +320,12 @@ def normalize_alerts(
         "alert_name": alert_name,
         "severity": normalize_severity(column("severity")),
         "status": normalize_status(column("status")),
-        "host": column("host").str.strip(),
-        "namespace": column("namespace").str.strip(),
-        "cluster": column("cluster").str.strip(),
-        "environment": column("environment").str.strip(),
+        "host": stripped["host"],
+        "namespace": stripped["namespace"],
+        "cluster": stripped["cluster"],
+        "environment": stripped["environment"],
         "description": description,
-        "labels": column("labels").str.strip(),
+        "labels": stripped["labels"],
     }
     # Usually every row is accepted: then no column needs a take (0.35 s at 1M rows).
     everything = len(keep) == n
