@@ -884,12 +884,12 @@ class _Grouper:
         live = sorted(gid for gid, g in self.active.items() if self._is_active(g, t))
         for gid in live:
             g = self.active[gid]
-            fields = (
+            values = (
                 gid, g.root, g.start, g.last_seen, list(g.members.items()), g.n_alerts,
                 g.n_series, g.max_severity, g.root_changes, g.symptoms_only, g.root_family,
                 g.local_members, sorted(g.cause_families.items()),
             )  # fmt: skip
-            digest.update(repr(fields).encode())
+            digest.update(repr(values).encode())
         open_ids = set(live)
         for series_key in sorted(set(series_keys)):
             entry = self.series.get(series_key)
