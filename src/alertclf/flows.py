@@ -34,7 +34,7 @@ from alertclf.errors import AlertclfError
 from alertclf.gcpause import gc_paused
 from alertclf.io.alerts import AlertBatch, read_alerts
 from alertclf.io.results import Table, View, new_run_id, remove_stale_temporaries, write_results
-from alertclf.io.sources import may_be_url
+from alertclf.io.sources import list_sources, may_be_url
 from alertclf.io.state import RunState, StateStore
 from alertclf.pipeline import (
     BatchResult,
@@ -284,16 +284,13 @@ def classify(
 
 
 def _input_bytes(location: str | Path) -> int | None:
-    """Size of a local input file or folder; None for a remote one (or an unreadable path:
-    reading it will say why)."""
+    """Size of the local input files (those the read will take); None for a remote input
+    or one that cannot be listed (reading it will say why)."""
+    if may_be_url(location):
+        return None
     try:
-        if may_be_url(location):
-            return None
-        path = Path(location)
-        if path.is_file():
-            return path.stat().st_size
-        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-    except OSError:
+        return sum(Path(source.name).stat().st_size for source in list_sources(location))
+    except (OSError, AlertclfError):
         return None
 
 

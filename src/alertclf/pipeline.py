@@ -229,22 +229,25 @@ def score_batch(
     with _timed(timings, "ranking"):
         if len(alerts) == 0:
             incidents = incident_table(alerts, _empty_roots(), context.features, batch_end)
+            incident_row = np.zeros(0, dtype=np.int64)
         else:
             known = (
                 prepared.incident_facts.result()
                 if prepared.incident_facts is not None
                 else _incident_facts(prepared.alerts, prepared.groups, context, settings)
             )
-            incidents = rank_incidents(known, group_novelty(alerts))
+            # Each alert's group looked up once (group ids are strings: hashing a million
+            # of them is 0.3-0.5 s), for the novelty and, through the ranking's order of
+            # the groups, for every incident column below.
+            facts_row = pd.Index(known["group_id"]).get_indexer(alerts["group_id"])
+            if (facts_row < 0).any():  # -1 would silently read the last row
+                raise RuntimeError("an alert's group is missing from the incident table")
+            incidents = rank_incidents(known, group_novelty(alerts, facts_row, len(known)))
+            incident_row = pd.Index(incidents["group_id"]).get_indexer(known["group_id"])[facts_row]
         clusters = cluster_table(alerts, profiles, context.features, batch_end)
         by_cluster = clusters.set_index("cluster_id")
         alerts["cluster_name"] = alerts["cluster_id"].map(by_cluster["cluster_name"])
         alerts["cluster_rank"] = alerts["cluster_id"].map(by_cluster["cluster_rank"])
-        # One lookup of each alert's incident row (group ids are strings: hashing a
-        # million of them once, not once per column, is 1-2 s at a million alerts).
-        incident_row = pd.Index(incidents["group_id"]).get_indexer(alerts["group_id"])
-        if (incident_row < 0).any():  # -1 would silently read the last row
-            raise RuntimeError("an alert's group is missing from the incident table")
         incident_score = incidents["importance_score"].to_numpy(dtype=np.float64)[incident_row]
         cluster_score = alerts["cluster_id"].map(by_cluster["importance_score"])
         # An alert matters as much as the incident it belongs to, and a little for its family.

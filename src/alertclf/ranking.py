@@ -269,7 +269,8 @@ def incident_table(
     if len(alerts) == 0:
         return pd.DataFrame(columns=_INCIDENT_OUTPUT)
     facts = incident_facts(alerts, roots, graph_features, batch_end, groups)
-    return rank_incidents(facts, group_novelty(alerts))
+    rows = pd.Index(facts["group_id"]).get_indexer(alerts["group_id"])
+    return rank_incidents(facts, group_novelty(alerts, rows, len(facts)))
 
 
 def incident_facts(
@@ -334,18 +335,18 @@ def incident_facts(
     return table
 
 
-def group_novelty(alerts: pd.DataFrame) -> pd.Series:
-    """Per group id: the share of its alerts that are outliers or fit no cluster."""
+def group_novelty(alerts: pd.DataFrame, rows: np.ndarray, n_groups: int) -> np.ndarray:
+    """Per group, the share of its alerts that are outliers or fit no cluster; ``rows``
+    is each alert's row of the :func:`incident_facts` table (of ``n_groups`` rows)."""
     novel = alerts["is_outlier"].astype(bool).to_numpy() | (alerts["cluster_id"] == -1).to_numpy()
-    codes, group_ids = pd.factorize(alerts["group_id"], sort=True)
-    share = pd.Series(novel).groupby(codes, sort=True).mean()
-    return pd.Series(share.to_numpy(), index=pd.Index(group_ids[share.index.to_numpy()]))
+    counts = np.bincount(rows, minlength=n_groups)
+    return np.bincount(rows, weights=novel.astype(np.float64), minlength=n_groups) / counts
 
 
-def rank_incidents(facts: pd.DataFrame, novelty: pd.Series) -> pd.DataFrame:
+def rank_incidents(facts: pd.DataFrame, novelty: np.ndarray) -> pd.DataFrame:
     """:func:`incident_facts` scored with the groups' :func:`group_novelty`, ranked."""
     table = facts.copy(deep=False)
-    table["novelty"] = novelty.reindex(table["group_id"]).to_numpy()
+    table["novelty"] = novelty
     comps = _components(
         table["max_severity"].map(SEVERITY_ORDINAL).to_numpy(),
         table["blast_share"].to_numpy(),
