@@ -83,6 +83,8 @@ AS_OF_COLUMNS: tuple[str, ...] = (
     "series_hosts",
     "service_burst",
 )
+# The as-of values (all numbers) among the fields of the tuple _Grouper.add returns.
+AS_OF_PLACED = slice(2, -1)
 MAX_HOSTS_TRACKED = 32
 
 # How an alert joined its group (column ``group_reason``).
@@ -390,7 +392,7 @@ def consolidate(
     cause_family[order] = [cause or fam for cause, fam in
                            zip(placed[-1], families[order].tolist(), strict=True)]  # fmt: skip
     as_of = np.empty((len(alerts), len(AS_OF_COLUMNS)), dtype=np.float64)
-    for column, values in enumerate(placed[2:-1]):
+    for column, values in enumerate(placed[AS_OF_PLACED]):
         as_of[order, column] = values
     bursts, recent = _bursts(keys, times, order, state.recent)
     as_of[:, -1] = bursts

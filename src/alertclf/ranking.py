@@ -147,6 +147,22 @@ def _components(
     )
 
 
+def _add_importance(table: pd.DataFrame, severity: np.ndarray, blast_share: pd.Series) -> None:
+    """``importance_score`` and ``reasons`` of incident or cluster rows (in place), from
+    their severity ordinal, blast share and the table's ``n_services``, ``n_unique``,
+    ``minutes_since_last`` and ``novelty``."""
+    comps = _components(
+        severity,
+        blast_share.to_numpy(),
+        table["n_services"].to_numpy(),
+        table["n_unique"].to_numpy(),
+        table["minutes_since_last"].to_numpy(),
+        table["novelty"].to_numpy(),
+    )
+    table["importance_score"] = _score(comps)
+    table["reasons"] = _reasons(comps, table)
+
+
 def _score(components: pd.DataFrame) -> np.ndarray:
     total = sum(components[k].to_numpy() * w for k, w in WEIGHTS.items())
     return np.round(100.0 * total, 2)
@@ -347,16 +363,9 @@ def rank_incidents(facts: pd.DataFrame, novelty: np.ndarray) -> pd.DataFrame:
     """:func:`incident_facts` scored with the groups' :func:`group_novelty`, ranked."""
     table = facts.copy(deep=False)
     table["novelty"] = novelty
-    comps = _components(
-        table["max_severity"].map(SEVERITY_ORDINAL).to_numpy(),
-        table["blast_share"].to_numpy(),
-        table["n_services"].to_numpy(),
-        table["n_unique"].to_numpy(),
-        table["minutes_since_last"].to_numpy(),
-        table["novelty"].to_numpy(),
+    _add_importance(
+        table, table["max_severity"].map(SEVERITY_ORDINAL).to_numpy(), table["blast_share"]
     )
-    table["importance_score"] = _score(comps)
-    table["reasons"] = _reasons(comps, table)
     table = table.sort_values(
         ["importance_score", "last_seen", "group_id"], ascending=[False, False, True], kind="stable"
     )
@@ -538,16 +547,7 @@ def cluster_table(
     unclustered = (table["cluster_id"] == -1).astype(float)
     table["novelty"] = np.maximum.reduce([table["outliers"], surge, unclustered])
     table["minutes_since_last"] = (batch_end - table["last_seen"]).dt.total_seconds() / 60.0
-    comps = _components(
-        table["mean_severity"].to_numpy(),
-        (table["blast_callers"] / n_nodes).to_numpy(),
-        table["n_services"].to_numpy(),
-        table["n_unique"].to_numpy(),
-        table["minutes_since_last"].to_numpy(),
-        table["novelty"].to_numpy(),
-    )
-    table["importance_score"] = _score(comps)
-    table["reasons"] = _reasons(comps, table)
+    _add_importance(table, table["mean_severity"].to_numpy(), table["blast_callers"] / n_nodes)
     table["cluster_name"] = table["cluster_id"].map(
         lambda c: (
             profiles.get(int(c), {}).get("name")

@@ -43,6 +43,7 @@ import numpy as np
 
 from alertclf import forking
 from alertclf.consolidate import (
+    AS_OF_PLACED,
     NS_PER_MINUTE,
     ConsolidationState,
     Group,
@@ -58,8 +59,6 @@ log = logging.getLogger(__name__)
 # close together first, where they usually meet (on the bench storm: 1 to 9 steps),
 # then wider; each costs the child a fingerprint (~40 ms at a million alerts).
 CHECKPOINT_STEPS = (0, 1, 2, 3, 4, 6, 8, 11, 15, 20, 26, 34, 44)
-# The as-of columns of _Grouper.add's tuple (all numbers) travel back as arrays.
-_NUMERIC = slice(2, -1)
 
 
 def place_split(
@@ -158,8 +157,9 @@ def _child(
             placed += _place_rows(g, columns, row, following)
         done = time.perf_counter()
         transposed = list(zip(*placed, strict=True))
-        out = [*transposed[:2], *(np.asarray(c, dtype=np.float64) for c in transposed[_NUMERIC])]
-        out.append(transposed[-1])
+        # The as-of values (numbers) travel back as arrays, the rest as tuples.
+        numbers = [np.asarray(c, dtype=np.float64) for c in transposed[AS_OF_PLACED]]
+        out = [*transposed[:2], *numbers, transposed[-1]]
         conn.send(("done", out, g.touched, list(g.alias.items()), g.state_at(columns[0][-1])))
         log.debug(
             "consolidation child: warm-up %d alerts %.2f s, %d more %.2f s, sent in %.2f s",
