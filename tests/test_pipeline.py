@@ -155,6 +155,10 @@ def test_incident_facts_from_a_second_process_change_nothing(day, monkeypatch) -
     if not pipeline.can_fork():
         pytest.skip("needs fork and two cores")
     assert prepared.incident_facts is not None  # the facts are being worked out apart
+    # The features the groups do not decide were worked out while the other process
+    # grouped: the same matrix as one process builds.
+    one_process = prepare_batch(alerts, context, SETTINGS)
+    pd.testing.assert_frame_equal(prepared.features, one_process.features)
     other = score_batch(prepared, model.predict_details, profiles, context, forked)
     pd.testing.assert_frame_equal(other.incidents, result.incidents)
     pd.testing.assert_frame_equal(other.alerts, result.alerts)

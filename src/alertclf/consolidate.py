@@ -371,18 +371,24 @@ def consolidate(
     def grouper(start: ConsolidationState) -> _Grouper:
         return _Grouper(index, settings, start)
 
+    bursts: list[tuple[np.ndarray, dict[str, list[int]]]] = []
+
+    def alongside() -> None:  # what the grouping does not decide
+        bursts.append(_bursts(keys, times, order, state.recent))
+        if meanwhile is not None:
+            meanwhile()
+
     with gc_paused():
         placement = None
         if len(alerts) >= settings.parallel_min_alerts:
             from alertclf.stitching import place_split  # only large batches need it
 
             placement = place_split(
-                columns, times[order], settings, grouper, state, meanwhile, meanwhile_cost
+                columns, times[order], settings, grouper, state, alongside, meanwhile_cost
             )
         if placement is None:
             placement = _place(columns, grouper(state))
-            if meanwhile is not None:
-                meanwhile()
+            alongside()
     placed = placement.columns
     assigned = np.empty(len(alerts), dtype=object)
     reasons = np.empty(len(alerts), dtype=object)
@@ -394,8 +400,7 @@ def consolidate(
     as_of = np.empty((len(alerts), len(AS_OF_COLUMNS)), dtype=np.float64)
     for column, values in enumerate(placed[AS_OF_PLACED]):
         as_of[order, column] = values
-    bursts, recent = _bursts(keys, times, order, state.recent)
-    as_of[:, -1] = bursts
+    as_of[:, -1], recent = bursts[0]
     alias = placement.alias
     if alias:
         merged = np.flatnonzero(pd.Series(assigned).isin(alias.keys()).to_numpy())
@@ -407,7 +412,7 @@ def consolidate(
         _groups_frame(placement.touched),
         end_state,
         pd.Series(reasons, index=alerts.index, name="group_reason"),
-        pd.DataFrame(as_of, index=alerts.index, columns=list(AS_OF_COLUMNS)).assign(
+        pd.DataFrame(as_of, index=alerts.index, columns=list(AS_OF_COLUMNS), copy=False).assign(
             cause_family=cause_family
         ),
     )

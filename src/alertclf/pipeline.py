@@ -25,7 +25,7 @@ import pandas as pd
 
 from alertclf.consolidate import CallerIndex, ConsolidationState, consolidate
 from alertclf.dedup import DedupState, mark_duplicates
-from alertclf.features import FEATURE_WEIGHTS, build_features
+from alertclf.features import FEATURE_WEIGHTS, FeatureBlock, finish_features, start_features
 from alertclf.forking import Forked, can_fork
 from alertclf.gcpause import gc_paused
 from alertclf.graph import graph_features, graph_fingerprint
@@ -52,10 +52,10 @@ BATCH_METRICS_SAMPLE = 50_000
 # Rows per call of the model: its predictions are row by row, and the scaled, projected
 # and distance matrices of a million rows at once would be the peak of the run.
 PREDICT_CHUNK_ROWS = 200_000
-# Dedup costs about an eighth of grouping the same alerts (1M bench: 1.6 s against
-# 13 s): the share of the grouping the split consolidation takes off this process to
-# make room for it.
-DEDUP_COST = 0.12
+# What runs beside a split consolidation (dedup and the features the groups do not
+# decide), as a share of grouping the same alerts (1M bench: 1.6 s of dedup and 1.2 s
+# of features against 12 s): the grouping the split takes off this process for it.
+MEANWHILE_COST = 0.23
 
 
 @dataclass
@@ -158,17 +158,22 @@ def prepare_batch(
     with _timed(timings, "mapping"):
         enriched = enrich_alerts(alerts, context.graph, settings, context.mapper)
     dedup: list = []
+    block: list[FeatureBlock] = []
 
-    def mark() -> None:  # needs the mapping only, not the groups
+    def meanwhile() -> None:  # what needs the mapping only, not the groups
         with _timed(timings, "dedup"):
             dedup.extend(mark_duplicates(enriched, settings, state.dedup))
+        with _timed(timings, "features"):
+            block.append(start_features(enriched, context.features))
 
     timings["consolidation"] = 0.0  # (listed before dedup, as the stages read)
     started = time.perf_counter()
     with gc_paused():
-        # On a large batch dedup runs while a second process groups (alertclf.stitching).
-        grouped = consolidate(enriched, context.graph, settings, state.consolidation,
-                              context.index, meanwhile=mark, meanwhile_cost=DEDUP_COST)  # fmt: skip
+        # On a large batch this runs while a second process groups (alertclf.stitching).
+        grouped = consolidate(
+            enriched, context.graph, settings, state.consolidation, context.index,
+            meanwhile=meanwhile, meanwhile_cost=MEANWHILE_COST,
+        )  # fmt: skip
         dups, dedup_state = dedup
         enriched["group_id"] = grouped.group_ids
         enriched["group_reason"] = grouped.reasons
@@ -176,12 +181,15 @@ def prepare_batch(
             enriched[column] = grouped.as_of[column]
         enriched["is_duplicate"] = dups["is_duplicate"]
         enriched["duplicate_of"] = dups["duplicate_of"]
-    timings["consolidation"] = round(time.perf_counter() - started - timings["dedup"], 4)
+    elapsed = time.perf_counter() - started
+    timings["consolidation"] = round(elapsed - timings["dedup"] - timings["features"], 4)
     facts = None
     if scoring and len(enriched) >= settings.parallel_min_alerts and can_fork():
         facts = Forked(_incident_facts, enriched, grouped.groups, context, settings)
-    with _timed(timings, "features"):
-        features = build_features(enriched, context.features)
+    started = time.perf_counter()
+    with gc_paused():
+        features = finish_features(block[0], enriched)
+    timings["features"] = round(timings["features"] + time.perf_counter() - started, 4)
     return Prepared(
         alerts=enriched,
         features=features,

@@ -59,6 +59,9 @@ log = logging.getLogger(__name__)
 # close together first, where they usually meet (on the bench storm: 1 to 9 steps),
 # then wider; each costs the child a fingerprint (~40 ms at a million alerts).
 CHECKPOINT_STEPS = (0, 1, 2, 3, 4, 6, 8, 11, 15, 20, 26, 34, 44)
+# The child's cost of sending an alert's placement back (transposed and pickled), as a
+# share of placing it (1M bench: 0.96 s for 466,000 alerts placed in 5.8 s).
+RETURN_COST = 0.16
 
 
 def place_split(
@@ -101,13 +104,13 @@ def place_split(
 def _balanced_cut(times: np.ndarray, warm_up: int, head_start: int) -> int:
     """The smallest cut ``m`` at which this process's share (``m`` plus ``head_start``:
     the alerts read until the states meet and the ``meanwhile`` work) is at least the
-    child's (the warm-up and everything after ``m``)."""
+    child's (the warm-up, everything after ``m`` and sending that back)."""
     n = len(times)
     low, high = 0, n - 1
     while low < high:
         middle = (low + high) // 2
         start = int(np.searchsorted(times, times[middle] - warm_up))
-        if middle + head_start >= n - start:
+        if middle + head_start >= middle - start + (n - middle) * (1 + RETURN_COST):
             high = middle
         else:
             low = middle + 1
