@@ -10,6 +10,7 @@ import re
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -191,6 +192,25 @@ def test_result_tables_write_times_as_utc_iso_text_to_the_microsecond(tmp_path):
         "",
         '"1969-12-31T23:59:59.000000Z"',
     ]
+
+
+def test_views_are_written_a_slice_at_a_time_as_the_whole_table_would_be(tmp_path, monkeypatch):
+    from alertclf.io import results
+
+    monkeypatch.setattr(results, "VIEW_SLICE_ROWS", 3)  # 10 rows: four slices
+    table = pd.DataFrame({"x": range(10), "text": [f'=v"{i}' for i in range(10)]})
+    backwards = results.View("t.csv", lambda frame: np.arange(len(frame))[::-1])
+    none = results.View("t.csv", lambda frame: np.zeros(0, dtype=np.int64))
+    folder = write_results(
+        tmp_path, "r1", {"t.csv": table, "back.csv": backwards, "none.csv": none}, {}
+    )
+    whole = (folder / "t.csv").read_text(encoding="utf-8").splitlines()
+    assert whole[1] == '0,"\'=v""0"'  # escaped and quoted once, in the source
+    assert (folder / "back.csv").read_text(encoding="utf-8").splitlines() == [
+        whole[0],
+        *whole[:0:-1],
+    ]
+    assert (folder / "none.csv").read_text(encoding="utf-8").splitlines() == [whole[0]]
 
 
 def test_write_results_calls_a_files_function_before_the_documents(tmp_path):

@@ -15,13 +15,14 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import networkx as nx
 import numpy as np
 import pandas as pd
+from threadpoolctl import threadpool_limits
 
 from alertclf.consolidate import CallerIndex, ConsolidationState, consolidate
 from alertclf.dedup import DedupState, mark_duplicates
@@ -213,7 +214,11 @@ def score_batch(
     # intact without a second copy of a million rows.
     alerts = prepared.alerts.copy(deep=False)
     batch_end = _batch_end(alerts)
-    with _timed(timings, "clustering"):
+    # While a second process works out the incident facts, BLAS and OpenMP keep to one
+    # thread: their workers spin waiting for the core that process holds (1M alerts:
+    # clustering 5.2-5.7 -> 5.0 s). The outlier forest's two threads are kept.
+    one_thread = prepared.incident_facts is not None
+    with _timed(timings, "clustering"), threadpool_limits(1) if one_thread else nullcontext():
         try:
             details = (
                 pd.concat(
