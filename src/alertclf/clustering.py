@@ -497,7 +497,12 @@ class AlertClusterModel(ClusterMixin, BaseEstimator):
         return incident_families(X, getattr(self, "feature_names_in_", ()))
 
     def _scale(self, X: np.ndarray) -> np.ndarray:
-        return self.scaler_.transform(X) * self.weights_
+        """``scaler_.transform(X) * weights_``, the same numbers in one new array instead
+        of three (200,000 alerts a call: 91 MB each, fresh memory every time)."""
+        scaled = np.subtract(X, self.scaler_.mean_, order="C")
+        scaled /= self.scaler_.scale_
+        scaled *= self.weights_
+        return scaled
 
     def fit(self, X, y=None):
         if self.algorithm not in (*ALGORITHMS, "auto"):
