@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -129,11 +130,19 @@ def classify_job(size: int, store: Path) -> dict:
             "folder": folder, "meta": meta}  # fmt: skip
 
 
+def discard_results(run: dict, store: Path) -> None:
+    """A measured classify's results and their copy in the store's artifacts (hard links
+    to the same files): 1.8 GB a million alerts, and the disk fills after a few runs."""
+    shutil.rmtree(run["folder"].parent, ignore_errors=True)
+    for artifacts in store.glob(f"mlruns/*/{run['meta']['mlflow_run_id']}/artifacts"):
+        shutil.rmtree(artifacts, ignore_errors=True)
+
+
 def io_floor(size: int, folder: Path) -> dict:
     """pyarrow reads the input and writes the same result CSVs: the least any tool pays."""
     tables = sorted(folder.glob("*.csv"))
     code = """
-        import time, tempfile, pathlib
+        import time, tempfile, pathlib, shutil
         import pyarrow.csv as pc
         tables = [pc.read_csv(p) for p in json.loads(P["tables"])]
         t = time.perf_counter()
@@ -142,6 +151,7 @@ def io_floor(size: int, folder: Path) -> dict:
         for i, table in enumerate(tables):
             pc.write_csv(table, out / f"t{i}.csv")
         R["seconds"] = time.perf_counter() - t
+        shutil.rmtree(out)  # 1.8 GB at a million alerts
     """
     _, peak, result = _python(
         code, tables=json.dumps([str(p) for p in tables]), **_files(scenario(size))
@@ -261,6 +271,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(f"  {rows[-1]['job']}: {run['seconds']:.1f} s, floor {floor['seconds']:.1f} s, "
               f"peak {run['peak_gib']:.2f} GiB", flush=True)  # fmt: skip
+        discard_results(run, store)
     for size in args.retrain_sizes:
         run = retrain_job(size)
         rows.append(
