@@ -187,9 +187,9 @@ class FeatureBlock:
             self[name] = values
 
     def touch_missing(self) -> None:
-        """Write zeros where no column is yet: the kernel hands a fresh page over when it
-        is first written (on these machines about 2 s a GB), and the caller knows when
-        that costs least. The columns still count as missing until they are written."""
+        """Write zeros where no column is yet, so that the whole block's memory is taken
+        now: the kernel hands a page over when it is first written (on these machines
+        about 2 s a GB of fresh memory). The columns still count as missing."""
         for name in self._missing:
             self.matrix[:, self._position[name]] = 0.0
 

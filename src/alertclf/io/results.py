@@ -230,9 +230,8 @@ def write_results(
     if not callable(files):
         _check_file_names(files or {})
     with atomic_results_folder(root, run_id) as tmp:
-        # The views' rows first, largest view first: choosing them is pandas work that
-        # holds the GIL, and done in the writer threads it kept the largest view (a
-        # million rows in cluster order) waiting behind the report, the last file done.
+        # The views' rows are chosen before any writer starts (pandas work that holds
+        # the GIL), and each view is started with its source, the largest first.
         views = {name: t for name, t in tables.items() if isinstance(t, View)}
         rows_of = {
             name: np.asarray(view.rows(tables[view.source]), dtype=np.int64)
