@@ -202,6 +202,12 @@ def test_feature_weights_scale_columns_by_longest_prefix(blobs) -> None:
     weights = {"a_": 0.5, "a_fam_": 2.0}
     model = AlertClusterModel(algorithm="kmeans", k_max=3, feature_weights=weights).fit(X)
     assert model.weights_.tolist() == [0.5, 2.0, 1.0, 1.0, 1.0]
+    # Scaled in one array: exactly the scaler's numbers times the weights, input untouched.
+    values = np.asfortranarray(X.to_numpy(dtype=np.float64))
+    before = values.copy()
+    expected = model.scaler_.transform(values) * model.weights_
+    np.testing.assert_array_equal(model._scale(values), expected)
+    np.testing.assert_array_equal(values, before)
 
 
 # --- the parts ---------------------------------------------------------------------------
