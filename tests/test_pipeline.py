@@ -146,7 +146,7 @@ def test_empty_batch_scores_to_empty_tables(day) -> None:
     assert set(FINAL_COLUMNS) <= set(result.alerts.columns)
 
 
-def test_incident_facts_from_a_second_process_change_nothing(day, monkeypatch) -> None:
+def test_incident_facts_from_a_second_process_change_nothing(day) -> None:
     from alertclf import pipeline
 
     alerts, _, context, _, model, profiles, result = day
