@@ -237,6 +237,35 @@ def test_a_symptom_series_stays_when_two_troubles_are_alive_under_it() -> None:
     assert gw["group_id"].iloc[0] == out.loc[out["service"] == "dbA", "group_id"].iloc[0]
 
 
+# web calls api (which calls db) and ads; ads and db depend on nothing.
+LEAVES = graph(("web", "api"), ("api", "db"), ("web", "ads"), ("web", "pay"), ("pay", "vault"))
+
+
+@pytest.mark.parametrize(("below", "expected"), [("ads", "ads"), ("pay", "db")])
+def test_a_lone_symptom_on_a_service_that_depends_on_nothing_is_its_own_fault(
+    below: str, expected: str
+) -> None:
+    # db's CPU incident has reached api and web. Minutes later ``below`` (one of web's
+    # dependencies) fires one errors alert, and web starts a new errors series right
+    # after. ads depends on nothing: its errors cannot be an echo of anything, so they
+    # are a fault of its own, as established as a CPU alert, and web's new series joins
+    # the most recent trouble on its path. pay depends on vault, which is quiet: its lone
+    # errors alert looks exactly like background noise and does not draw web's series
+    # away from the established incident.
+    rows = [
+        alert(0.0, "db", CPU),
+        alert(1.0, "api", LATENCY),
+        alert(2.0, "web", LATENCY),
+        alert(4.5, below, HTTP5XX),
+        alert(5.0, "web", ERRORS),
+    ]
+    out, result = run(rows, LEAVES)
+    roots = dict(zip(result.groups["group_id"], result.groups["root"], strict=True))
+    assert roots[out["group_id"].iloc[4]] == expected
+    assert out["reason"].iloc[4] == "symptom"
+    assert out["group_id"].nunique() == 2  # below's alert is a group of its own either way
+
+
 def test_a_new_symptom_long_after_the_trouble_on_its_path_is_a_new_problem() -> None:
     # db has been down for 8 minutes and api's latency (its symptom) keeps firing; api
     # now starts returning errors as well. Faults reach callers within minutes, so the
@@ -534,7 +563,8 @@ def exhaustive_choice(grouper: _Grouper, t: int, key: str, is_symptom: bool, fam
             if (member == key or member in dependencies) and oldest <= span[0] <= t
         ]
         if onsets:
-            scored.append((_score(group, hops, max(onsets)), gid))
+            leaf_root = grouper.index.is_leaf(group.root)
+            scored.append((_score(group, hops, max(onsets), leaf_root), gid))
     if not scored:
         return None, 0
     best = max(score for score, _ in scored)

@@ -37,9 +37,10 @@ only by its relation *to the group's root*, never to an arbitrary member:
 A group is a candidate only while it is active: its last alert is at most
 ``time_window_minutes`` old and it began at most ``group_max_span_minutes`` ago. Among
 several candidates (a gateway above two simultaneous incidents) the alert goes to an
-established group (a resource or crash alert, or more than one alert) before a lone
-symptom, then to the group whose trouble on the alert's dependency path began most
-recently, then to the nearest root, then to the youngest group. Because membership is
+established group (a resource or crash alert, more than one alert, or a root that
+depends on nothing, where no symptom can come from) before a lone symptom, then to the
+group whose trouble on the alert's dependency path began most recently, then to the
+nearest root, then to the youngest group. Because membership is
 always measured from the root, a shared gateway cannot bridge two incidents into one:
 that is the single-linkage chaining that merges every incident of a storm.
 
@@ -244,6 +245,11 @@ class CallerIndex:
 
     def dependencies(self, node: str) -> set[str]:
         return self._succ.get(node, set())
+
+    def is_leaf(self, node: str) -> bool:
+        """``node`` is in the graph and depends on nothing: no fault can reach it from
+        below, so its alerts, symptom-like or not, are its own trouble."""
+        return node in self._succ and not self._succ[node]
 
     def direct_callers(self, node: str) -> set[str]:
         callers = self._pred_set.get(node)
@@ -720,7 +726,7 @@ class _Grouper:
                     other_onset = members_of[other].get(gid, -1)
                     if evidence < other_onset <= t:
                         evidence = other_onset
-                score = _score(group, hops, evidence)
+                score = _score(group, hops, evidence, self.index.is_leaf(group.root))
                 if _beats(score, gid, best_score, best_id):
                     best, best_score, best_id = group, score, gid
                     if score[0]:
@@ -797,7 +803,7 @@ class _Grouper:
             onsets = [span[0] for span in spans if span[0] <= t]
             if not onsets:
                 continue
-            score = _score(group, below[key], max(onsets))
+            score = _score(group, below[key], max(onsets), self.index.is_leaf(key))
             if _beats(score, gid, best_score, best_id):
                 best, best_score, best_id = group, score, gid
         for group in stale:
@@ -950,18 +956,20 @@ def _spans_on(
     return [span for m, span in members.items() if m == also or m in services]
 
 
-def _score(group: Group, hops: int, evidence_onset: int) -> tuple:
+def _score(group: Group, hops: int, evidence_onset: int, leaf_root: bool) -> tuple:
     """Why this group explains an alert, as a sortable tuple.
 
     A fault reaches a caller through one of its dependencies, so a symptom joins a group
     only if the group already holds the service itself or one of its direct
     dependencies (``evidence_onset``: the latest first-alert time of such a member).
-    An established group (a resource or crash alert, or more than one alert) comes
-    before a lone symptom -- background noise looks exactly like a lone symptom; then
+    An established group (a resource or crash alert, more than one alert, or a root that
+    depends on nothing: ``leaf_root``) comes before a lone symptom -- background noise
+    looks exactly like a lone symptom, but a symptom-like alert on a service with nothing
+    below it cannot be anything's echo, so it is that service's own fault; then
     the group whose trouble on that path began most recently; then the nearest root;
     then the youngest group.
     """
-    established = not group.symptoms_only or group.n_alerts > 1
+    established = not group.symptoms_only or group.n_alerts > 1 or leaf_root
     return (established, evidence_onset, -hops, group.start)
 
 
