@@ -182,6 +182,28 @@ def firing(start: float, end: float, service: str, name: str, every: float = 5.0
     return [alert(m, service, name) for m in np.arange(start, end, every)]
 
 
+@pytest.mark.parametrize(("crash_minute", "crash_joins_probe"), [(18.0, False), (3.0, True)])
+def test_a_fault_long_after_a_services_first_symptoms_is_a_new_incident(
+    crash_minute: float, crash_joins_probe: bool
+) -> None:
+    # A slow probe on db flaps (a symptom-like alert, so a group of symptoms rooted at
+    # db). 18 minutes later db crashes: news, not the cause the probe was waiting for,
+    # so a new group, and api's errors a minute later join the crash (db's first alert
+    # in the old group is too old to be the path a new symptom came by). Three minutes
+    # after the probe, the probe was the crash's first symptom: one incident.
+    rows = [
+        alert(0.0, "db", "BlackboxProbeSlowHttp"),
+        alert(5.0, "db", "BlackboxProbeSlowHttp"),
+        alert(crash_minute, "db", DB_DOWN),
+        alert(crash_minute + 1.0, "api", ERRORS),
+    ]
+    out, _ = run(rows, CHAIN)
+    probe, crash, api = out["group_id"].iloc[[0, 2, 3]]
+    assert (crash == probe) is crash_joins_probe
+    assert api == crash
+    assert out["reason"].iloc[2] == ("root" if crash_joins_probe else "new")
+
+
 def test_a_symptom_series_follows_its_cause_when_that_goes_quiet() -> None:
     # Two incidents under one gateway. Its first alert goes to A, whose trouble on its
     # path (svcA) began more recently; A ends at minute 12 while B goes on. Once svcA
@@ -555,6 +577,8 @@ def exhaustive_choice(grouper: _Grouper, t: int, key: str, is_symptom: bool, fam
         if hops is None or (not is_symptom and group.root != key):
             continue
         if not is_symptom and group.cause_families and family not in group.cause_families:
+            continue
+        if not is_symptom and not group.cause_families and t - group.start > grouper.root_lag:
             continue
         oldest = t - grouper.root_lag if is_symptom else -1  # the evidence's age bound
         onsets = [
