@@ -881,8 +881,8 @@ def decide_promotion(version: str, held: Prepared, settings: Settings, window: s
         "decision.outcome": "promoted" if promoted else "staged",
         "decision.reason": reason,
         "decision.metric": (
-            "silhouette (standardised features) + family agreement (NMI with the alerts' "
-            "incident families) of held-out alerts"
+            "silhouette (standardised features) + family agreement (V-measure, homogeneity "
+            "counted twice, with the alerts' incident families) of held-out alerts"
         ),
         "decision.candidate_score": _fmt(cand_score),
         "decision.production_score": _fmt(prod_score),
