@@ -1,6 +1,6 @@
 """Quality against ground truth, ours beside the peer baselines, on many scenarios.
 
-    python benchmarks/quality.py [--seeds 1 2 3] [--days 2] [--quick] [--out FILE]
+    python benchmarks/quality.py [--seeds 1 2 3 4 5] [--days 2] [--quick] [--out FILE]
 
 For every scenario (calm and storm) x seed x topology (a generated layered estate and,
 when ``../shared/datasets/topologies`` is present, the real online-boutique and
@@ -242,7 +242,7 @@ def causal_coherence(groups, types, related: np.ndarray) -> tuple[float, int]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4, 5])
     parser.add_argument("--days", type=float, default=2.0)
     parser.add_argument("--quick", action="store_true", help="one seed, generated graph only")
     parser.add_argument("--out", type=Path, default=Path(__file__).with_name("quality.md"))
