@@ -176,7 +176,9 @@ class FeatureBlock:
 
     def take(self, name: str, values: np.ndarray, positions: np.ndarray) -> None:
         """``values[positions]`` as column ``name``, written straight into the block: a
-        million-row gather of twenty topology columns at once held 160 MB more."""
+        million-row gather of twenty topology columns at once held 160 MB more.
+        ``positions`` must be valid (factorize codes of a column without missing values):
+        ``mode="clip"`` only spares the copy NumPy makes of ``out`` under ``"raise"``."""
         position = self._position.get(name)
         if position is not None:
             np.take(values, positions, out=self.matrix[:, position], mode="clip")
