@@ -27,11 +27,13 @@ from builders import (
     split_by_time,
 )
 
+from alertclf.catalogue import symptom_fit
 from alertclf.consolidate import (
     AS_OF_COLUMNS,
     REASONS,
     CallerIndex,
     ConsolidationState,
+    _fit_ns,
     _Grouper,
     _score,
     consolidate,
@@ -104,6 +106,33 @@ def test_two_incidents_behind_a_shared_gateway_stay_two_groups(path: str) -> Non
     assert sorted(result.groups["root"]) == ["dbA", "dbB"]
     gw = out.loc[out["service"] == "gw"].iloc[0]
     assert gw["reason"] == "symptom"
+
+
+@pytest.mark.parametrize(
+    ("symptom", "crash_at", "expected"),
+    [
+        (LATENCY, 1.0, "svcA"),  # the CPU fault slows its callers: a latency alert is its
+        (ERRORS, 1.0, "svcB"),  # a crash makes its callers' requests fail
+        (ERRORS, 0.0, "svcB"),
+        (LATENCY, 4.5, "svcB"),  # the crash's trouble began 4.5 minutes more recently
+    ],
+)
+def test_a_symptom_above_two_incidents_goes_to_the_fault_it_fits(
+    symptom: str, crash_at: float, expected: str
+) -> None:
+    # svcA's CPU saturates at 0; svcB starts crash-looping at ``crash_at``; then the
+    # gateway that calls both fires ``symptom``. Recency alone would give both kinds of
+    # symptom to the crash whenever it is the newer trouble; the kind of symptom says
+    # which fault it more likely comes from, worth a few minutes of recency.
+    rows = [
+        alert(0.0, "svcA", CPU),
+        alert(crash_at, "svcB", "KubePodCrashLooping"),
+        alert(5.0, "gw", symptom),
+    ]
+    out, result = run(rows, GATEWAY)
+    roots = dict(zip(result.groups["group_id"], result.groups["root"], strict=True))
+    assert roots[out["group_id"].iloc[2]] == expected
+    assert out["reason"].iloc[2] == "symptom"
 
 
 def test_gateway_does_not_bridge_incidents_into_one_chain() -> None:
@@ -588,7 +617,8 @@ def exhaustive_choice(grouper: _Grouper, t: int, key: str, is_symptom: bool, fam
         ]
         if onsets:
             leaf_root = grouper.index.is_leaf(group.root)
-            scored.append((_score(group, hops, max(onsets), leaf_root), gid))
+            fit = _fit_ns(symptom_fit(group.cause_family, family)) if is_symptom else 0
+            scored.append((_score(group, hops, max(onsets), leaf_root, fit), gid))
     if not scored:
         return None, 0
     best = max(score for score, _ in scored)
