@@ -986,9 +986,7 @@ def _fit_ns(fit: float) -> int:
     return round(FAMILY_FIT_NS * fit)
 
 
-def _score(
-    group: Group, hops: int, evidence_onset: int, leaf_root: bool, fit_ns: int = 0
-) -> tuple:
+def _score(group: Group, hops: int, evidence_onset: int, leaf_root: bool, fit_ns: int = 0) -> tuple:
     """Why this group explains an alert, as a sortable tuple.
 
     A fault reaches a caller through one of its dependencies, so a symptom joins a group
