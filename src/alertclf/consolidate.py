@@ -996,10 +996,11 @@ def _score(group: Group, hops: int, evidence_onset: int, leaf_root: bool, fit_ns
     depends on nothing: ``leaf_root``) comes before a lone symptom -- background noise
     looks exactly like a lone symptom, but a symptom-like alert on a service with nothing
     below it cannot be anything's echo, so it is that service's own fault; then
-    the group whose trouble on that path began most recently, moved later by how well the
-    alert fits the group's kind of fault (``fit_ns``, at most 0: a latency alert above a
-    CPU fault and above a crash goes to the CPU fault unless the crash's trouble began
-    minutes more recently); then the nearest root; then the youngest group.
+    the group whose trouble on that path began most recently, that trouble counted as
+    older the worse the alert fits the group's kind of fault (``fit_ns``, at most 0: a
+    latency alert above a CPU fault and above a crash goes to the CPU fault unless the
+    crash's trouble began minutes more recently); then the nearest root; then the
+    youngest group.
     """
     established = not group.symptoms_only or group.n_alerts > 1 or leaf_root
     return (established, evidence_onset + fit_ns, -hops, group.start)
