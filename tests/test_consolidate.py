@@ -135,6 +135,14 @@ def test_a_symptom_above_two_incidents_goes_to_the_fault_it_fits(
     assert out["reason"].iloc[2] == "symptom"
 
 
+def test_symptom_fit_minutes_zero_leaves_the_choice_to_recency() -> None:
+    rows = [alert(0.0, "svcA", CPU), alert(1.0, "svcB", "KubePodCrashLooping")]
+    rows.append(alert(5.0, "gw", LATENCY))
+    out, result = run(rows, GATEWAY, Settings(symptom_fit_minutes=0))
+    roots = dict(zip(result.groups["group_id"], result.groups["root"], strict=True))
+    assert roots[out["group_id"].iloc[2]] == "svcB"
+
+
 def test_gateway_does_not_bridge_incidents_into_one_chain() -> None:
     # Alerts every 30 s alternating between two incidents under one gateway: chaining by
     # time (or via the shared gateway) would make one group; roots keep them apart.
@@ -617,7 +625,8 @@ def exhaustive_choice(grouper: _Grouper, t: int, key: str, is_symptom: bool, fam
         ]
         if onsets:
             leaf_root = grouper.index.is_leaf(group.root)
-            fit = _fit_ns(symptom_fit(group.cause_family, family)) if is_symptom else 0
+            fit = symptom_fit(group.cause_family, family) if is_symptom else 0.0
+            fit = _fit_ns(grouper.fit_ns, fit)
             scored.append((_score(group, hops, max(onsets), leaf_root, fit), gid))
     if not scored:
         return None, 0

@@ -105,14 +105,6 @@ REASONS: dict[str, str] = {
 UNMAPPED_PREFIX = "?"
 NS_PER_MINUTE = 60 * 10**9
 BURST_NS = 5 * NS_PER_MINUTE
-# How much a symptom's fit with a group's kind of fault weighs against recency: a fit
-# e times likelier counts as trouble on the path that began 2 minutes more recently
-# (:func:`alertclf.catalogue.symptom_fit`). Consolidation alone, true mapping, storm
-# ARI mean / worst over 30 runs each (3 topologies): seeds 1-10 0.866 / 0.697 -> 0.885
-# / 0.721, seeds 11-20 0.885 / 0.715 -> 0.896 / 0.737, seeds 21-30 0.863 / 0.675 ->
-# 0.880 / 0.740; calm mean never lower. 1 minute gained less (0.890 on 11-20), 3 no more
-# (0.879 on 21-30).
-FAMILY_FIT_NS = 2 * NS_PER_MINUTE
 
 
 # slots: the per-alert loop reads and writes a group's fields a dozen times an alert;
@@ -523,6 +515,9 @@ class _Grouper:
         # A dependency that re-fires keeps alerting at least every few minutes; silent
         # for two thirds of the window, its trouble is over (rule 4).
         self.path_quiet = max(1, 2 * settings.time_window_minutes // 3) * NS_PER_MINUTE
+        # What a symptom's fit with a group's kind of fault is worth in recency
+        # (Settings.symptom_fit_minutes per e-fold of likelihood).
+        self.fit_ns = settings.symptom_fit_minutes * NS_PER_MINUTE
         self.beyond = index.max_hops + 1  # hops_to_root of a member outside the root's cone
         self.active: dict[str, Group] = {}
         self.cones: dict[str, dict[str, int]] = {}  # root -> its callers' hop counts
@@ -714,7 +709,7 @@ class _Grouper:
         floor = t - self.root_lag
         # An older onset can still win by its family fit, but by no more than the best fit
         # any group gives this alert's family.
-        best_fit = _fit_ns(best_symptom_fit(family))
+        best_fit = _fit_ns(self.fit_ns, best_symptom_fit(family))
         seen: set[str] = set()
         stale: list[Group] = []
         for member in order:
@@ -742,7 +737,7 @@ class _Grouper:
                     other_onset = members_of[other].get(gid, -1)
                     if evidence < other_onset <= t:
                         evidence = other_onset
-                fit = _fit_ns(symptom_fit(group.cause_family, family))
+                fit = _fit_ns(self.fit_ns, symptom_fit(group.cause_family, family))
                 score = _score(group, hops, evidence, self.index.is_leaf(group.root), fit)
                 if _beats(score, gid, best_score, best_id):
                     best, best_score, best_id = group, score, gid
@@ -980,10 +975,10 @@ def _spans_on(
     return [span for m, span in members.items() if m == also or m in services]
 
 
-def _fit_ns(fit: float) -> int:
+def _fit_ns(ns_per_nat: float, fit: float) -> int:
     """A family fit (a log-share, at most 0) as nanoseconds of recency; whole
     nanoseconds, so that both processes of :mod:`alertclf.stitching` compare equal."""
-    return round(FAMILY_FIT_NS * fit)
+    return round(ns_per_nat * fit)
 
 
 def _score(group: Group, hops: int, evidence_onset: int, leaf_root: bool, fit_ns: int = 0) -> tuple:
