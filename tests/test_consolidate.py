@@ -111,7 +111,7 @@ def test_two_incidents_behind_a_shared_gateway_stay_two_groups(path: str) -> Non
 @pytest.mark.parametrize(
     ("symptom", "crash_at", "expected"),
     [
-        (LATENCY, 1.0, "svcA"),  # the CPU fault slows its callers: a latency alert is its
+        (LATENCY, 1.0, "svcA"),  # a saturated CPU slows its callers: latency fits it
         (ERRORS, 1.0, "svcB"),  # a crash makes its callers' requests fail
         (ERRORS, 0.0, "svcB"),
         (LATENCY, 4.5, "svcB"),  # the crash's trouble began 4.5 minutes more recently

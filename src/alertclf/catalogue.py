@@ -164,8 +164,8 @@ _LOCAL_FAULT_WORDS = frozenset(
 # crashed or unreachable service makes their requests fail and, less often, their
 # readiness drop; errors pass up as errors. Coarse shares written from those rules, not
 # fitted to data: the simulator draws symptoms from a table of its own
-# (``simulate.SYMPTOMS_BY_FAULT``), and with this coarser one consolidation scores the
-# same to within 0.003 storm ARI.
+# (``simulate.SYMPTOMS_BY_FAULT``); with that table instead of this one, consolidation's
+# storm ARI mean over seeds 1-20 would be 0.894 rather than 0.890.
 _SLOWS_CALLERS = {"latency": 0.6, "errors": 0.3, "availability": 0.1}
 _SLOWS_OR_FAILS_CALLERS = {"latency": 0.45, "errors": 0.45, "availability": 0.1}
 SYMPTOMS_OF_FAULT: dict[str, dict[str, float]] = {
