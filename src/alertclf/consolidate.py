@@ -806,6 +806,7 @@ class _Grouper:
         0.985 -> 0.989)."""
         best, best_score, best_id = None, None, ""
         stale: list[Group] = []
+        hops, leaf = below[key], self.index.is_leaf(key)  # the same for every group here
         for gid in self.members_of.get(key, ()):
             group = self.active[gid]
             if group.root != key:
@@ -822,7 +823,7 @@ class _Grouper:
             onsets = [span[0] for span in spans if span[0] <= t]
             if not onsets:
                 continue
-            score = _score(group, below[key], max(onsets), self.index.is_leaf(key))
+            score = _score(group, hops, max(onsets), leaf)
             if _beats(score, gid, best_score, best_id):
                 best, best_score, best_id = group, score, gid
         for group in stale:
