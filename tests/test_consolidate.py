@@ -296,6 +296,55 @@ def test_a_symptom_series_stays_when_two_troubles_are_alive_under_it() -> None:
     assert gw["group_id"].iloc[0] == out.loc[out["service"] == "dbA", "group_id"].iloc[0]
 
 
+def test_a_symptom_series_follows_its_cause_once_a_second_trouble_under_it_ends() -> None:
+    # As above, and when A goes quiet C is still alerting under the gateway too: the
+    # coin toss, so the series waits. C ends a few minutes later; from then on B is the
+    # one trouble under the gateway and the series follows it. (Looking only once, when
+    # A went quiet, left the gateway in A for good.)
+    rows = [
+        *firing(0.0, 50, "dbB", "RedisDown"),
+        *firing(1.0, 50, "svcB", LATENCY),
+        *firing(0.5, 11, "dbA", DB_DOWN),
+        *firing(1.5, 12, "svcA", ERRORS),
+        *firing(15.0, 21, "dbC", CPU),
+        *firing(15.5, 21, "svcC", LATENCY),  # last alert 20.5: quiet from 30.5
+        *firing(2.0, 50, "gw", HTTP5XX),
+    ]
+    out, _ = run(rows, THREE)
+    out["minute"] = (out["timestamp"] - T0) / pd.Timedelta(minutes=1)
+    gw = out[out["service"] == "gw"].sort_values("minute")
+    in_a = out.loc[out["service"] == "dbA", "group_id"].iloc[0]
+    in_b = out.loc[out["service"] == "dbB", "group_id"].iloc[0]
+    # svcA is quiet from 21.5: at 22 and 27 svcC is alive too; at 32 only svcB is.
+    assert list(gw["minute"]) == [2, 7, 12, 17, 22, 27, 32, 37, 42, 47]
+    assert list(gw["group_id"]) == [in_a] * 6 + [in_b] * 4
+    assert list(gw["reason"]) == ["symptom", *["repeat"] * 5, "follow", *["repeat"] * 3]
+    cuts = [0.0, 22.1, 27.1, 31.9, 60.0]
+    batches = [out[(out["minute"] >= a) & (out["minute"] < b)] for a, b in itertools.pairwise(cuts)]
+    ids, _, _ = consolidate_in_batches(out, THREE, SETTINGS, batches)
+    pd.testing.assert_series_equal(ids, out["group_id"], check_names=False)
+
+
+@pytest.mark.parametrize(("own_alerts", "errors_join"), [(1, "db"), (2, "api")])
+def test_one_fault_alert_on_a_service_does_not_claim_its_next_symptom(
+    own_alerts: int, errors_join: str
+) -> None:
+    # db crashes; a minute later api fires one CPU alert (a group of its own: a caller's
+    # resource alert is its own problem), then starts returning errors. One CPU alert is
+    # as likely background noise as a fault, and db's crash explains api's errors: they
+    # join db. A CPU alert that repeats is api's own fault, and the most recent trouble
+    # on api's path: they join it.
+    rows = [
+        alert(0.0, "db", DB_DOWN),
+        *[alert(1.0 + 0.2 * i, "api", CPU) for i in range(own_alerts)],
+        alert(2.0, "api", ERRORS),
+    ]
+    out, result = run(rows, CHAIN)
+    roots = dict(zip(result.groups["group_id"], result.groups["root"], strict=True))
+    assert roots[out["group_id"].iloc[-1]] == errors_join
+    assert out["group_id"].nunique() == 2  # api's CPU alerts are a group either way
+
+
 # web calls api (which calls db) and ads; ads and db depend on nothing.
 LEAVES = graph(("web", "api"), ("api", "db"), ("web", "ads"), ("web", "pay"), ("pay", "vault"))
 
@@ -627,7 +676,8 @@ def exhaustive_choice(grouper: _Grouper, t: int, key: str, is_symptom: bool, fam
             leaf_root = grouper.index.is_leaf(group.root)
             fit = symptom_fit(group.cause_family, family) if is_symptom else 0.0
             fit = _fit_ns(grouper.fit_ns, fit)
-            scored.append((_score(group, hops, max(onsets), leaf_root, fit), gid))
+            on_root = is_symptom and hops == 0
+            scored.append((_score(group, hops, max(onsets), leaf_root, fit, on_root), gid))
     if not scored:
         return None, 0
     best = max(score for score, _ in scored)

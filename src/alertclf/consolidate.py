@@ -30,7 +30,8 @@ only by its relation *to the group's root*, never to an arbitrary member:
    service's dependencies has alerted in its group for ``path_quiet`` (two thirds of the
    window) while exactly one other open group has one alerting now, the series moves
    to that group (its earlier alerts stay where they were; with two or more, it stays:
-   that would be the same coin toss again). Symptoms end with their cause, so
+   that would be the same coin toss again, and it looks again at its repeats during
+   one window, as the other troubles end). Symptoms end with their cause, so
    a series that outlives the trouble it was first attached to belongs to the trouble
    still under it: at a gateway above two incidents, the first choice between them is
    often a coin toss (see the candidate order below), and this corrects it for the rest
@@ -40,7 +41,8 @@ A group is a candidate only while it is active: its last alert is at most
 ``time_window_minutes`` old and it began at most ``group_max_span_minutes`` ago. Among
 several candidates (a gateway above two simultaneous incidents) the alert goes to an
 established group (a resource or crash alert, more than one alert, or a root that
-depends on nothing, where no symptom can come from) before a lone symptom, then to the
+depends on nothing, where no symptom can come from; but one fault alert on the alert's
+own service is not enough) before a lone symptom, then to the
 group whose trouble on the alert's dependency path began most recently -- where a group
 whose kind of fault makes callers report this kind of alert counts as a few minutes more
 recent (a saturated CPU slows its callers, a crash makes their requests fail:
@@ -738,7 +740,8 @@ class _Grouper:
                     if evidence < other_onset <= t:
                         evidence = other_onset
                 fit = _fit_ns(self.fit_ns, symptom_fit(group.cause_family, family))
-                score = _score(group, hops, evidence, self.index.is_leaf(group.root), fit)
+                leaf_root = self.index.is_leaf(group.root)
+                score = _score(group, hops, evidence, leaf_root, fit, symptom_on_root=hops == 0)
                 if _beats(score, gid, best_score, best_id):
                     best, best_score, best_id = group, score, gid
                     if score[0]:
@@ -758,17 +761,20 @@ class _Grouper:
 
     def _live_cause(self, t: int, key: str, current: Group, previous: int) -> Group | None:
         """Rule 4: the open group whose trouble on ``key``'s dependency path is alerting
-        now, when the path in ``current`` went quiet since the series' ``previous`` alert;
-        else None (the series stays). Looked for once, when the path goes quiet: a series
-        re-fires for as long as its trouble lasts, and a search on every repeat of it
-        cost more than the rest of consolidation at a million alerts."""
+        now, when the path in ``current`` has gone quiet, since the series' ``previous``
+        alert or less than a window ago; else None (the series stays). Not looked for on
+        every repeat: a series re-fires for as long as its trouble lasts, and a search on
+        each repeat cost more than the rest of consolidation at a million alerts."""
         if key not in self.index:
             return None
         dependencies = self.index.dependencies(key)
         quiet_since = t - self.path_quiet
         path_last = max((span[1] for span in _spans_on(current.members, dependencies)), default=-1)
-        # Quiet now, and it was not yet at the series' previous alert.
-        if not previous - self.path_quiet <= path_last < quiet_since:
+        # Quiet now, and quiet for less than a window (or not yet quiet at the series'
+        # previous alert). Looked for again on each repeat in that window: the path of
+        # one incident often goes quiet while a second, short one still overlaps the
+        # third that the series truly follows, and a single look gave up on the tie.
+        if not min(previous, t - self.window) - self.path_quiet <= path_last < quiet_since:
             return None
         below = self.index.callees(key)
         members_of = self.members_of
@@ -982,7 +988,14 @@ def _fit_ns(ns_per_nat: float, fit: float) -> int:
     return round(ns_per_nat * fit)
 
 
-def _score(group: Group, hops: int, evidence_onset: int, leaf_root: bool, fit_ns: int = 0) -> tuple:
+def _score(
+    group: Group,
+    hops: int,
+    evidence_onset: int,
+    leaf_root: bool,
+    fit_ns: int = 0,
+    symptom_on_root: bool = False,
+) -> tuple:
     """Why this group explains an alert, as a sortable tuple.
 
     A fault reaches a caller through one of its dependencies, so a symptom joins a group
@@ -998,7 +1011,12 @@ def _score(group: Group, hops: int, evidence_onset: int, leaf_root: bool, fit_ns
     crash's trouble began minutes more recently); then the nearest root; then the
     youngest group.
     """
-    established = not group.symptoms_only or group.n_alerts > 1 or leaf_root
+    # A symptom on a group's own root: one fault alert there does not establish the
+    # group. Background noise is often one crash or CPU alert; the service's symptoms a
+    # minute later are then echoes of a fault below it that began earlier.
+    established = (
+        (not group.symptoms_only and not symptom_on_root) or group.n_alerts > 1 or leaf_root
+    )
     return (established, evidence_onset + fit_ns, -hops, group.start)
 
 
