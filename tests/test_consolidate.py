@@ -374,6 +374,31 @@ def test_a_lone_symptom_on_a_service_that_depends_on_nothing_is_its_own_fault(
     assert out["group_id"].nunique() == 2  # below's alert is a group of its own either way
 
 
+@pytest.mark.parametrize(("pay_crashes", "errors_join"), [(True, "pay"), (False, "db")])
+def test_a_services_own_earlier_symptom_is_not_the_path_of_its_next_one(
+    pay_crashes: bool, errors_join: str
+) -> None:
+    # db's CPU incident reaches api at 0.2; pay crashes at 0.5. web's latency at 2.5
+    # joins db's incident (a CPU fault slows callers; a crash makes them fail). web's new
+    # errors series at 3.0 came by a trouble on one of its dependencies: pay's crash,
+    # the more recent and the better fit, not api's slowness. web's own latency in db's
+    # incident says where that latency came from, not where these errors did. Without
+    # the crash, the errors join db's incident through api.
+    rows = [
+        alert(0.0, "db", CPU),
+        alert(0.2, "api", LATENCY),
+        *([alert(0.5, "pay", "KubePodCrashLooping")] if pay_crashes else []),
+        alert(2.5, "web", LATENCY),
+        alert(3.0, "web", ERRORS),
+    ]
+    out, result = run(rows, LEAVES)
+    roots = dict(zip(result.groups["group_id"], result.groups["root"], strict=True))
+    web = out[out["service"] == "web"]
+    assert roots[web["group_id"].iloc[0]] == "db"
+    assert roots[web["group_id"].iloc[1]] == errors_join
+    assert web["reason"].iloc[1] == "symptom"
+
+
 def test_a_new_symptom_long_after_the_trouble_on_its_path_is_a_new_problem() -> None:
     # db has been down for 8 minutes and api's latency (its symptom) keeps firing; api
     # now starts returning errors as well. Faults reach callers within minutes, so the
@@ -670,7 +695,8 @@ def exhaustive_choice(grouper: _Grouper, t: int, key: str, is_symptom: bool, fam
         onsets = [
             span[0]
             for member, span in group.members.items()
-            if (member == key or member in dependencies) and oldest <= span[0] <= t
+            if ((member == key and group.root == key) or member in dependencies)
+            and oldest <= span[0] <= t
         ]
         if onsets:
             leaf_root = grouper.index.is_leaf(group.root)
