@@ -49,10 +49,13 @@ SETTINGS = Settings()  # time_window_minutes=15, group_max_hops=4, group_max_spa
 
 
 def run(rows, g, settings=SETTINGS, state=None):
-    """Consolidate hand-built rows; return (alerts with group_id/reason, Consolidation)."""
+    """Consolidate hand-built rows; return (alerts with group_id, reason and their group's
+    root, Consolidation)."""
     alerts = frame(rows, g)
     result = consolidate(alerts, g, settings, state)
-    return alerts.assign(group_id=result.group_ids, reason=result.reasons), result
+    roots = dict(zip(result.groups["group_id"], result.groups["root"], strict=True))
+    out = alerts.assign(group_id=result.group_ids, reason=result.reasons)
+    return out.assign(root=out["group_id"].map(roots)), result
 
 
 def groups_by_service(out: pd.DataFrame) -> list[set[str]]:
@@ -129,18 +132,16 @@ def test_a_symptom_above_two_incidents_goes_to_the_fault_it_fits(
         alert(crash_at, "svcB", "KubePodCrashLooping"),
         alert(5.0, "gw", symptom),
     ]
-    out, result = run(rows, GATEWAY)
-    roots = dict(zip(result.groups["group_id"], result.groups["root"], strict=True))
-    assert roots[out["group_id"].iloc[2]] == expected
+    out, _ = run(rows, GATEWAY)
+    assert out["root"].iloc[2] == expected
     assert out["reason"].iloc[2] == "symptom"
 
 
 def test_symptom_fit_minutes_zero_leaves_the_choice_to_recency() -> None:
     rows = [alert(0.0, "svcA", CPU), alert(1.0, "svcB", "KubePodCrashLooping")]
     rows.append(alert(5.0, "gw", LATENCY))
-    out, result = run(rows, GATEWAY, Settings(symptom_fit_minutes=0))
-    roots = dict(zip(result.groups["group_id"], result.groups["root"], strict=True))
-    assert roots[out["group_id"].iloc[2]] == "svcB"
+    out, _ = run(rows, GATEWAY, Settings(symptom_fit_minutes=0))
+    assert out["root"].iloc[2] == "svcB"
 
 
 def test_gateway_does_not_bridge_incidents_into_one_chain() -> None:
@@ -180,13 +181,12 @@ def test_symptoms_on_callers_join_the_roots_group() -> None:
 @pytest.mark.parametrize("own_fault", [CPU, DISK])
 def test_resource_alert_on_a_caller_is_its_own_problem(own_fault: str) -> None:
     rows = [alert(0, "db", DB_DOWN), alert(1, "api", LATENCY), alert(2, "api", own_fault)]
-    out, result = run(rows, CHAIN)
+    out, _ = run(rows, CHAIN)
     db_group = out["group_id"].iloc[0]
     assert out["group_id"].iloc[1] == db_group  # the latency is a symptom of db
     assert out["group_id"].iloc[2] != db_group  # the CPU/disk alert is not
     assert out["reason"].iloc[2] == "new"
-    roots = dict(zip(result.groups["group_id"], result.groups["root"], strict=True))
-    assert roots[out["group_id"].iloc[2]] == "api"
+    assert out["root"].iloc[2] == "api"
 
 
 def test_a_new_kind_of_fault_on_a_root_is_a_new_incident() -> None:
@@ -199,12 +199,11 @@ def test_a_new_kind_of_fault_on_a_root_is_a_new_incident() -> None:
         alert(6, "db", DISK),
         alert(7, "db", DB_DOWN),
     ]
-    out, result = run(rows, CHAIN)
+    out, _ = run(rows, CHAIN)
     first, latency, same_kind, disk, repeat = out["group_id"]
     assert latency == same_kind == repeat == first
     assert disk != first and out["reason"].iloc[3] == "new"
-    roots = dict(zip(result.groups["group_id"], result.groups["root"], strict=True))
-    assert roots[disk] == roots[first] == "db"
+    assert out["root"].iloc[3] == out["root"].iloc[0] == "db"
 
 
 # gw calls svcA, svcB and svcC; each of those calls its own database.
@@ -241,6 +240,22 @@ def test_a_fault_long_after_a_services_first_symptoms_is_a_new_incident(
     assert out["reason"].iloc[2] == ("root" if crash_joins_probe else "new")
 
 
+def gateway_series(rows: list, g, cuts: list[float]) -> tuple[pd.DataFrame, str, str]:
+    """The gateway's alerts in time order with their groups, and the ids of the groups
+    of dbA and dbB; first checks that batches cut at ``cuts`` (minutes) group alike
+    (the state carries the series and the spans)."""
+    out, _ = run(rows, g)
+    out["minute"] = (out["timestamp"] - T0) / pd.Timedelta(minutes=1)
+    batches = [out[(out["minute"] >= a) & (out["minute"] < b)] for a, b in itertools.pairwise(cuts)]
+    ids, _, _ = consolidate_in_batches(out, g, SETTINGS, batches)
+    pd.testing.assert_series_equal(ids, out["group_id"], check_names=False)
+    gw = out[out["service"] == "gw"].sort_values("minute")
+    in_a = out.loc[out["service"] == "dbA", "group_id"].iloc[0]
+    in_b = out.loc[out["service"] == "dbB", "group_id"].iloc[0]
+    assert in_a != in_b
+    return gw, in_a, in_b
+
+
 def test_a_symptom_series_follows_its_cause_when_that_goes_quiet() -> None:
     # Two incidents under one gateway. Its first alert goes to A, whose trouble on its
     # path (svcA) began more recently; A ends at minute 12 while B goes on. Once svcA
@@ -253,28 +268,11 @@ def test_a_symptom_series_follows_its_cause_when_that_goes_quiet() -> None:
         *firing(1.5, 12, "svcA", ERRORS),
         *firing(2.0, 35, "gw", HTTP5XX),
     ]
-    out, _ = run(rows, GATEWAY)
-    out["minute"] = (out["timestamp"] - T0) / pd.Timedelta(minutes=1)
-    gw = out[out["service"] == "gw"].sort_values("minute")
-    in_a = out.loc[out["service"] == "dbA", "group_id"].iloc[0]
-    in_b = out.loc[out["service"] == "dbB", "group_id"].iloc[0]
-    assert in_a != in_b
+    # One cut just before the move, one just after.
+    gw, in_a, in_b = gateway_series(rows, GATEWAY, cuts=[0.0, 10.0, 21.9, 22.1, 60.0])
     # svcA last alerted at 11.5: quiet (10 minutes) from 21.5, first seen at 22.
-    assert list(gw["reason"]) == [
-        "symptom",
-        "repeat",
-        "repeat",
-        "repeat",
-        "follow",
-        "repeat",
-        "repeat",
-    ]
+    assert list(gw["reason"]) == ["symptom", *["repeat"] * 3, "follow", *["repeat"] * 2]
     assert list(gw["group_id"]) == [in_a] * 4 + [in_b] * 3
-    # Batch boundaries do not change it (the state carries the series and the spans).
-    cuts = [0.0, 10.0, 21.9, 22.1, 60.0]  # one cut just before the move, one just after
-    batches = [out[(out["minute"] >= a) & (out["minute"] < b)] for a, b in itertools.pairwise(cuts)]
-    ids, _, _ = consolidate_in_batches(out, GATEWAY, SETTINGS, batches)
-    pd.testing.assert_series_equal(ids, out["group_id"], check_names=False)
 
 
 def test_a_symptom_series_stays_when_two_troubles_are_alive_under_it() -> None:
@@ -310,38 +308,29 @@ def test_a_symptom_series_follows_its_cause_once_a_second_trouble_under_it_ends(
         *firing(15.5, 21, "svcC", LATENCY),  # last alert 20.5: quiet from 30.5
         *firing(2.0, 50, "gw", HTTP5XX),
     ]
-    out, _ = run(rows, THREE)
-    out["minute"] = (out["timestamp"] - T0) / pd.Timedelta(minutes=1)
-    gw = out[out["service"] == "gw"].sort_values("minute")
-    in_a = out.loc[out["service"] == "dbA", "group_id"].iloc[0]
-    in_b = out.loc[out["service"] == "dbB", "group_id"].iloc[0]
+    gw, in_a, in_b = gateway_series(rows, THREE, cuts=[0.0, 22.1, 27.1, 31.9, 60.0])
     # svcA is quiet from 21.5: at 22 and 27 svcC is alive too; at 32 only svcB is.
     assert list(gw["minute"]) == [2, 7, 12, 17, 22, 27, 32, 37, 42, 47]
-    assert list(gw["group_id"]) == [in_a] * 6 + [in_b] * 4
     assert list(gw["reason"]) == ["symptom", *["repeat"] * 5, "follow", *["repeat"] * 3]
-    cuts = [0.0, 22.1, 27.1, 31.9, 60.0]
-    batches = [out[(out["minute"] >= a) & (out["minute"] < b)] for a, b in itertools.pairwise(cuts)]
-    ids, _, _ = consolidate_in_batches(out, THREE, SETTINGS, batches)
-    pd.testing.assert_series_equal(ids, out["group_id"], check_names=False)
+    assert list(gw["group_id"]) == [in_a] * 6 + [in_b] * 4
 
 
 @pytest.mark.parametrize(("own_alerts", "errors_join"), [(1, "db"), (2, "api")])
 def test_one_fault_alert_on_a_service_does_not_claim_its_next_symptom(
     own_alerts: int, errors_join: str
 ) -> None:
-    # db crashes; a minute later api fires one CPU alert (a group of its own: a caller's
-    # resource alert is its own problem), then starts returning errors. One CPU alert is
-    # as likely background noise as a fault, and db's crash explains api's errors: they
-    # join db. A CPU alert that repeats is api's own fault, and the most recent trouble
+    # db goes down; a minute later api fires one CPU alert (a group of its own: a
+    # caller's resource alert is its own problem), then starts returning errors. One CPU
+    # alert is as likely background noise as a fault, and db's outage explains api's
+    # errors: they join db. A CPU alert that repeats is api's own fault, and the most recent trouble
     # on api's path: they join it.
     rows = [
         alert(0.0, "db", DB_DOWN),
         *[alert(1.0 + 0.2 * i, "api", CPU) for i in range(own_alerts)],
         alert(2.0, "api", ERRORS),
     ]
-    out, result = run(rows, CHAIN)
-    roots = dict(zip(result.groups["group_id"], result.groups["root"], strict=True))
-    assert roots[out["group_id"].iloc[-1]] == errors_join
+    out, _ = run(rows, CHAIN)
+    assert out["root"].iloc[-1] == errors_join
     assert out["group_id"].nunique() == 2  # api's CPU alerts are a group either way
 
 
@@ -367,9 +356,8 @@ def test_a_lone_symptom_on_a_service_that_depends_on_nothing_is_its_own_fault(
         alert(4.5, below, HTTP5XX),
         alert(5.0, "web", ERRORS),
     ]
-    out, result = run(rows, LEAVES)
-    roots = dict(zip(result.groups["group_id"], result.groups["root"], strict=True))
-    assert roots[out["group_id"].iloc[4]] == expected
+    out, _ = run(rows, LEAVES)
+    assert out["root"].iloc[4] == expected
     assert out["reason"].iloc[4] == "symptom"
     assert out["group_id"].nunique() == 2  # below's alert is a group of its own either way
 
@@ -391,11 +379,10 @@ def test_a_services_own_earlier_symptom_is_not_the_path_of_its_next_one(
         alert(2.5, "web", LATENCY),
         alert(3.0, "web", ERRORS),
     ]
-    out, result = run(rows, LEAVES)
-    roots = dict(zip(result.groups["group_id"], result.groups["root"], strict=True))
+    out, _ = run(rows, LEAVES)
     web = out[out["service"] == "web"]
-    assert roots[web["group_id"].iloc[0]] == "db"
-    assert roots[web["group_id"].iloc[1]] == errors_join
+    assert web["root"].iloc[0] == "db"
+    assert web["root"].iloc[1] == errors_join
     assert web["reason"].iloc[1] == "symptom"
 
 
