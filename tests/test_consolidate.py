@@ -386,32 +386,6 @@ def test_a_services_own_earlier_symptom_is_not_the_path_of_its_next_one(
     assert web["reason"].iloc[1] == "symptom"
 
 
-@pytest.mark.parametrize(("db_throttles", "errors_reason"), [(True, "symptom"), (False, "new")])
-def test_a_dependencys_new_series_is_new_trouble_on_its_callers_path(
-    db_throttles: bool, errors_reason: str
-) -> None:
-    # db's CPU has been high for 10 minutes and api's latency follows it. At 10.0 db
-    # starts throttling (a new series of the same kind of fault, so db's incident), and
-    # api starts returning errors half a minute later: the trouble on api's path began
-    # anew, and the errors join db's incident. Without the throttling, db's trouble
-    # began 10.5 minutes before the errors: a new problem, a group of its own.
-    rows = [
-        *firing(0.0, 20, "db", CPU),
-        *firing(0.5, 20, "api", LATENCY),
-        *([alert(10.0, "db", "CPUThrottlingHigh")] if db_throttles else []),
-        alert(10.5, "api", ERRORS),
-    ]
-    out, _ = run(rows, CHAIN)
-    errors = out[out["alert_name"] == ERRORS]
-    assert errors["reason"].iloc[0] == errors_reason
-    assert (errors["root"].iloc[0] == "db") is db_throttles
-    cuts = [0.0, 10.2, 60.0]  # the throttling in one batch, the errors in the next
-    out["minute"] = (out["timestamp"] - T0) / pd.Timedelta(minutes=1)
-    batches = [out[(out["minute"] >= a) & (out["minute"] < b)] for a, b in itertools.pairwise(cuts)]
-    ids, _, _ = consolidate_in_batches(out, CHAIN, SETTINGS, batches)
-    pd.testing.assert_series_equal(ids, out["group_id"], check_names=False)
-
-
 def test_a_new_symptom_long_after_the_trouble_on_its_path_is_a_new_problem() -> None:
     # db has been down for 8 minutes and api's latency (its symptom) keeps firing; api
     # now starts returning errors as well. Faults reach callers within minutes, so the
@@ -705,15 +679,11 @@ def exhaustive_choice(grouper: _Grouper, t: int, key: str, is_symptom: bool, fam
         if not is_symptom and not group.cause_families and t - group.start > grouper.root_lag:
             continue
         oldest = t - grouper.root_lag if is_symptom else -1  # the evidence's age bound
-        # A symptom's evidence is when the member's newest series began; a fault's
-        # (on its own root) when the member first alerted.
-        starts = {m: group.onsets.get(m, span[0]) if is_symptom else span[0]
-                  for m, span in group.members.items()}  # fmt: skip
         onsets = [
-            start
-            for member, start in starts.items()
+            span[0]
+            for member, span in group.members.items()
             if ((member == key and group.root == key) or member in dependencies)
-            and oldest <= start <= t
+            and oldest <= span[0] <= t
         ]
         if onsets:
             leaf_root = grouper.index.is_leaf(group.root)

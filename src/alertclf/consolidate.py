@@ -18,9 +18,9 @@ only by its relation *to the group's root*, never to an arbitrary member:
    (latency, errors, readiness: :func:`alertclf.catalogue.can_be_symptom`; a CPU, disk,
    network or crash alert on a caller is that caller's own problem), and one of ``s``'s
    direct dependencies is already alerting in the group -- the path the fault
-   travelled; ``s``'s own earlier series there is not a path -- and that trouble (the
-   dependency's newest alert series there) began less than ``root_lag`` ago: a new
-   series starting long after the trouble on its path began is a new problem;
+   travelled; ``s``'s own earlier series there is not a path -- and that trouble began
+   less than ``root_lag`` ago: a new series starting long after the trouble on its path
+   began is a new problem;
 3. ``s`` is a *dependency* of the root, the group is still young (it began less than
    ``root_lag`` = a third of the window ago), holds only symptoms, and every service in
    it is a *direct* caller of ``s``: those first alerts were symptoms that outran their
@@ -129,9 +129,6 @@ class Group:
     local_members: list[str] = field(default_factory=list)  # fired a non-symptom alert
     # alerts per family among non-symptom alerts: what kind of fault this is
     cause_families: dict[str, int] = field(default_factory=dict)
-    # service key -> first alert ns of its newest alert series here, where later than
-    # its first alert: when the trouble on a caller's path began (see _best_candidate)
-    onsets: dict[str, int] = field(default_factory=dict)
     # cached cause_family, kept out of the saved state (see count_cause)
     _leader: str | None = field(default=None, repr=False, compare=False)
 
@@ -556,7 +553,7 @@ class _Grouper:
     def _open(self, group: Group) -> None:
         self.active[group.group_id] = group
         for member, (first, _) in group.members.items():
-            self._enter(member, group.group_id, group.onsets.get(member, first))
+            self._enter(member, group.group_id, first)
 
     def _enter(self, member: str, group_id: str, onset: int) -> None:
         """Put a group in ``member``'s bucket, keeping the bucket in onset order (the
@@ -663,12 +660,6 @@ class _Grouper:
                 entry = [group.group_id, t, 0, []]
                 self.series[(key, name)] = entry
                 group.n_series += 1
-                if span[0] < t:
-                    # A new kind of trouble on a member: its callers' next symptoms may
-                    # come from it, so it is the member's onset from now on.
-                    group.onsets[key] = t
-                    del self.members_of[key][group.group_id]
-                    self._enter(key, group.group_id, t)
         entry[1] = t
         entry[2] += 1
         hosts = entry[3]
@@ -700,9 +691,7 @@ class _Grouper:
         if not is_symptom:
             return self._best_own_root(t, key, family, dependencies, below)
         # Evidence first: groups holding this service or one of its direct dependencies;
-        # a group's evidence is the latest onset of such a member: when its newest alert
-        # series there began (a dependency that starts failing in a new way is new
-        # trouble on the path, though it was a member since its first alert).
+        # a group's evidence is the latest first-alert time of such a member.
         members_of = self.members_of
         alerting = self._alerting(dependencies)
         # Buckets are in onset order (see _enter). They are read newest first, buckets
@@ -891,11 +880,8 @@ class _Grouper:
             self.alias[other.group_id] = survivor.group_id
             self.touched.pop(other.group_id, None)
             for member, (first, last) in other.members.items():
-                newest = max(_onset(survivor, member, first), _onset(other, member, first))
                 span = survivor.members.setdefault(member, [first, last])
                 span[0], span[1] = min(span[0], first), max(span[1], last)
-                if newest > span[0]:
-                    survivor.onsets[member] = newest
             survivor.n_alerts += other.n_alerts
             survivor.n_series += other.n_series
             survivor.max_severity = max(survivor.max_severity, other.max_severity)
@@ -950,7 +936,7 @@ class _Grouper:
             values = (
                 gid, g.root, g.start, g.last_seen, list(g.members.items()), g.n_alerts,
                 g.n_series, g.max_severity, g.root_changes, g.symptoms_only, g.root_family,
-                g.local_members, sorted(g.cause_families.items()), sorted(g.onsets.items()),
+                g.local_members, sorted(g.cause_families.items()),
             )  # fmt: skip
             digest.update(repr(values).encode())
         open_ids = set(live)
@@ -1006,13 +992,6 @@ def _spans_on(
     return [span for m, span in members.items() if m == also or m in services]
 
 
-def _onset(group: Group, member: str, default: int) -> int:
-    """When ``member``'s newest alert series in ``group`` began (``default`` when it is
-    not a member)."""
-    span = group.members.get(member)
-    return default if span is None else group.onsets.get(member, span[0])
-
-
 def _fit_ns(ns_per_nat: float, fit: float) -> int:
     """A family fit (a log-share, at most 0) as nanoseconds of recency; whole
     nanoseconds, so that both processes of :mod:`alertclf.stitching` compare equal."""
@@ -1031,8 +1010,7 @@ def _score(
 
     A fault reaches a caller through one of its dependencies, so a symptom joins a group
     only if the group already holds the service itself or one of its direct
-    dependencies (``evidence_onset``: the latest onset of such a member, when its newest
-    alert series there began).
+    dependencies (``evidence_onset``: the latest first-alert time of such a member).
     An established group (a resource or crash alert, more than one alert, or a root that
     depends on nothing: ``leaf_root``) comes before a lone symptom -- background noise
     looks exactly like a lone symptom, but a symptom-like alert on a service with nothing
