@@ -322,8 +322,8 @@ def test_one_fault_alert_on_a_service_does_not_claim_its_next_symptom(
     # db goes down; a minute later api fires one CPU alert (a group of its own: a
     # caller's resource alert is its own problem), then starts returning errors. One CPU
     # alert is as likely background noise as a fault, and db's outage explains api's
-    # errors: they join db. A CPU alert that repeats is api's own fault, and the most recent trouble
-    # on api's path: they join it.
+    # errors: they join db. A CPU alert that repeats is api's own fault, and the most
+    # recent trouble on api's path: they join it.
     rows = [
         alert(0.0, "db", DB_DOWN),
         *[alert(1.0 + 0.2 * i, "api", CPU) for i in range(own_alerts)],
