@@ -315,6 +315,37 @@ def test_a_symptom_series_follows_its_cause_once_a_second_trouble_under_it_ends(
     assert list(gw["group_id"]) == [in_a] * 6 + [in_b] * 4
 
 
+@pytest.mark.parametrize(
+    ("resume_at", "trouble_c", "reason"),
+    [(40.0, False, "resume"), (80.0, False, "new"), (40.0, True, "new")],
+)
+def test_a_symptom_that_fires_again_after_a_pause_joins_the_one_trouble_under_it(
+    resume_at: float, trouble_c: bool, reason: str
+) -> None:
+    # The gateway's errors come with A. B begins under the gateway at minute 10, but an
+    # alert already firing cannot fire again for a second incident, so the errors show
+    # up again only after a pause, once A has ended: B, alive under the gateway and the
+    # one trouble there, is where they go, though it began half an hour before. After
+    # more than an hour's pause the errors are news, and with C alive too the choice is
+    # a coin toss: a group of their own, as before.
+    rows = [
+        *firing(0.0, 20, "dbA", DB_DOWN),
+        *firing(1.0, 20, "svcA", ERRORS),
+        *firing(2.0, 20, "gw", HTTP5XX),
+        *firing(10.0, 120, "dbB", "RedisDown"),
+        *firing(11.0, 120, "svcB", LATENCY),
+        *firing(resume_at, resume_at + 20, "gw", HTTP5XX),
+    ]
+    if trouble_c:
+        rows += [*firing(30.0, 120, "dbC", CPU), *firing(31.0, 120, "svcC", LATENCY)]
+    # A cut while the gateway pauses: the state carries the series past its group.
+    gw, in_a, in_b = gateway_series(rows, THREE, cuts=[0.0, 30.0, resume_at - 0.1, 200.0])
+    assert list(gw["reason"]) == ["symptom", *["repeat"] * 3, reason, *["repeat"] * 3]
+    after = set(gw["group_id"].iloc[4:])
+    assert list(gw["group_id"].iloc[:4]) == [in_a] * 4 and len(after) == 1
+    assert (after == {in_b}) is (reason == "resume")
+
+
 @pytest.mark.parametrize(("own_alerts", "errors_join"), [(1, "db"), (2, "api")])
 def test_one_fault_alert_on_a_service_does_not_claim_its_next_symptom(
     own_alerts: int, errors_join: str

@@ -20,6 +20,7 @@ from alertclf.consolidate import (
     Group,
     _Grouper,
     consolidate,
+    series_memory_ns,
 )
 from alertclf.io.alerts import normalize_alerts
 from alertclf.mapping import enrich_alerts
@@ -162,8 +163,17 @@ def test_fingerprint_covers_what_decides_and_only_that(storm) -> None:
     def live_series(s):  # a series still within the window counts one more alert
         next(x for x in s.series if t - x[3] <= window)[4] += 1
 
-    def stale_series(s):  # a series that went quiet a window ago: a repeat starts afresh
-        s.series.append(["svc-x", "HighLatency", s.groups[0].group_id, t - 2 * window, 9, []])
+    def quiet_series(s, ago=2 * window, count=9):
+        s.series.append(["svc-x", "HighLatency", s.groups[0].group_id, t - ago, count, []])
+
+    def remembered_series(s):  # quiet for two windows: rule 5 reads when it last fired
+        quiet_series(s)
+
+    def remembered_series_count(s):  # ... and nothing else of it: a repeat starts afresh
+        quiet_series(s, count=3)
+
+    def stale_series(s):  # quiet for longer than the memory: no rule reads it
+        quiet_series(s, ago=series_memory_ns(ONE_PROCESS) + window)
 
     def group_size(s):
         s.groups[big].n_alerts += 1
@@ -179,10 +189,11 @@ def test_fingerprint_covers_what_decides_and_only_that(storm) -> None:
     reference = fingerprint(nothing)
     assert t - state.groups[big].last_seen <= window and len(state.groups[big].members) > 1
     assert fingerprint(nothing) == reference
-    for change in (live_series, group_size, member_order):
+    for change in (live_series, group_size, member_order, remembered_series):
         assert fingerprint(change) != reference, change.__name__
     for change in (stale_series, quiet_group):
         assert fingerprint(change) == reference, change.__name__
+    assert fingerprint(remembered_series_count) == fingerprint(remembered_series)
 
 
 def test_a_series_firing_for_the_whole_batch_changes_nothing(storm) -> None:

@@ -36,7 +36,16 @@ only by its relation *to the group's root*, never to an arbitrary member:
    a series that outlives the trouble it was first attached to belongs to the trouble
    still under it: at a gateway above two incidents, the first choice between them is
    often a coin toss (see the candidate order below), and this corrects it for the rest
-   of the series.
+   of the series;
+5. a symptom series that fired before, paused for more than a window and fires again
+   within ``series_memory_ns`` (an hour) of its last alert, with no candidate by rules
+   1-3 (the trouble on its path began too long ago), joins the one open group in which
+   one of its dependencies is alerting now -- with none or several, a group of its
+   own, as before. One alert rule on one service is one alert instance: while it fires
+   for one incident a second cannot make it fire, so a caller's symptom of a long
+   incident often shows up only after a pause (on the storm runs, 103 of the symptom
+   series that opened a wrong group of their own, 535 alerts, had fired for another
+   incident less than an hour before).
 
 A group is a candidate only while it is active: its last alert is at most
 ``time_window_minutes`` old and it began at most ``group_max_span_minutes`` ago. Among
@@ -104,6 +113,7 @@ REASONS: dict[str, str] = {
     "symptom": "symptom on a caller of the root, through an alerting dependency",
     "reroot": "the group's first alerts were symptoms of this service, now its root",
     "follow": "a repeating symptom whose cause went quiet, moved to the trouble still under it",
+    "resume": "a symptom firing again after a pause, joining the one trouble alerting under it",
 }
 UNMAPPED_PREFIX = "?"
 NS_PER_MINUTE = 60 * 10**9
@@ -518,6 +528,7 @@ class _Grouper:
         # A dependency that re-fires keeps alerting at least every few minutes; silent
         # for two thirds of the window, its trouble is over (rule 4).
         self.path_quiet = max(1, 2 * settings.time_window_minutes // 3) * NS_PER_MINUTE
+        self.memory = series_memory_ns(settings)
         # What a symptom's fit with a group's kind of fault is worth in recency
         # (Settings.symptom_fit_minutes per e-fold of likelihood).
         self.fit_ns = settings.symptom_fit_minutes * NS_PER_MINUTE
@@ -627,6 +638,14 @@ class _Grouper:
             if group is None and key in self.index:
                 group = self._reroot(t, key, family)
                 reason = "reroot"
+            if (
+                group is None
+                and is_symptom
+                and previous is not None
+                and t - previous[1] <= self.memory
+            ):
+                group = self._sole_live_cause(t, key, exclude="")
+                reason = "resume"
             if group is None:
                 group = Group(group_id=_group_id(key, t, alert_id), root=key, start=t, last_seen=t)
                 self._open(group)
@@ -786,16 +805,24 @@ class _Grouper:
         # third that the series truly follows, and a single look gave up on the tie.
         if not min(previous, t - self.window) - self.path_quiet <= path_last < quiet_since:
             return None
+        return self._sole_live_cause(t, key, exclude=current.group_id)
+
+    def _sole_live_cause(self, t: int, key: str, exclude: str) -> Group | None:
+        """The one open group but ``exclude`` rooted below ``key`` in which one of its
+        direct dependencies is alerting now (within ``path_quiet``); None if there are
+        none or several. Only an unambiguous choice: with two troubles alive under the
+        series, the choice is the coin toss rules 4 and 5 exist to correct (on the
+        100k-alert bench storm, picking the best of several made grouping worse:
+        ARI 0.213 -> 0.170)."""
+        if key not in self.index:
+            return None
+        quiet_since = t - self.path_quiet
         below = self.index.callees(key)
         members_of = self.members_of
-        alerting = self._alerting(dependencies)
-        # Only an unambiguous move: with two troubles alive under the series, the
-        # choice is the coin toss this rule exists to correct (on the 100k-alert bench
-        # storm, picking the best of several made grouping worse: ARI 0.213 -> 0.170).
         live: Group | None = None
-        for dependency in alerting:
+        for dependency in self._alerting(self.index.dependencies(key)):
             for gid in members_of[dependency]:
-                if gid == current.group_id or (live is not None and gid == live.group_id):
+                if gid == exclude or (live is not None and gid == live.group_id):
                     continue
                 group = self.active[gid]
                 if below.get(group.root) is None or not self._is_active(group, t):
@@ -907,11 +934,10 @@ class _Grouper:
         else:
             groups = [g for g in self.active.values() if self._is_active(g, end)]
         groups.sort(key=lambda g: (g.start, g.group_id))
-        open_ids = {g.group_id for g in groups}
         series = sorted(
             [k, n, self.resolve(gid), last, count, list(hosts)]
             for (k, n), (gid, last, count, hosts) in self.series.items()
-            if self.resolve(gid) in open_ids and (end is None or end - last <= self.window)
+            if end is None or end - last <= self.memory
         )
         return ConsolidationState(
             [Group(**asdict(g)) for g in groups], series, _recent_at(self.recent, end)
@@ -924,8 +950,9 @@ class _Grouper:
         with equal fingerprints place every later alert alike (see :mod:`alertclf.stitching`).
 
         Left out because no decision reads them: groups gone quiet but not yet swept
-        (every rule checks :meth:`_is_active`), older series (a repeat outside the window
-        starts a new series), merged ids (only resolved ids are compared), the cone
+        (every rule checks :meth:`_is_active`), series older than ``memory`` (a repeat
+        outside the window starts a new series, and rule 5 reads only the last alert of
+        one within ``memory``), merged ids (only resolved ids are compared), the cone
         cache, ``newest`` (an upper bound that orders the search, never its result) and
         the order of groups within a service's bucket (ties go to the smallest id:
         :func:`_beats`)."""
@@ -942,11 +969,13 @@ class _Grouper:
         open_ids = set(live)
         for series_key in sorted(set(series_keys)):
             entry = self.series.get(series_key)
-            if entry is None or t - entry[1] > self.window:
+            if entry is None or t - entry[1] > self.memory:
                 continue
             gid = self.resolve(entry[0])
-            if gid in open_ids:
+            if gid in open_ids and t - entry[1] <= self.window:
                 digest.update(repr((series_key, gid, *entry[1:])).encode())
+            else:  # only when it last fired counts (rule 5)
+                digest.update(repr((series_key, entry[1])).encode())
         return digest.hexdigest()
 
 
@@ -978,6 +1007,13 @@ def _groups_frame(groups: list[Group]) -> pd.DataFrame:
             "local_members": [g.local_members for g in groups],
         }
     )
+
+
+def series_memory_ns(settings: Settings) -> int:
+    """How long a series is remembered after its last alert: four windows (an hour by
+    default). Rule 5 reads it: a symptom that pauses for most of an hour while the
+    trouble under it goes on is still that trouble's symptom."""
+    return 4 * settings.time_window_minutes * NS_PER_MINUTE
 
 
 def _spans_on(

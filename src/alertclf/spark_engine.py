@@ -76,6 +76,7 @@ from alertclf.consolidate import (
     NS_PER_MINUTE,
     ConsolidationState,
     Group,
+    series_memory_ns,
     service_keys,
 )
 from alertclf.dedup import DedupState
@@ -530,8 +531,8 @@ def merge_states(parts: list[PipelineState], ends: StateEnds, settings: Settings
     end = ends.groups
     if end is not None:
         groups = [g for g in groups if end - g.last_seen <= window and end - g.start <= span]
-        open_ids = {g.group_id for g in groups}
-        series = [s for s in series if s[2] in open_ids and end - int(s[3]) <= window]
+        memory = series_memory_ns(settings)
+        series = [s for s in series if end - int(s[3]) <= memory]
     trimmed = {k: sorted(t for t in v if ends.recent - t < BURST_NS) for k, v in recent.items()}
     episodes = [e for e in episodes if ends.episodes - int(e[3]) <= window]
     groups.sort(key=lambda g: (g.start, g.group_id))

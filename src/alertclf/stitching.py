@@ -3,16 +3,17 @@ one a single process gives, alert for alert.
 
 Grouping is sequential: where an alert goes depends on every group open when it
 arrives. But it forgets: a group takes alerts for at most ``group_max_span_minutes``,
-a series is remembered for ``time_window_minutes``. So a second grouper that starts
-from nothing that long before a point in the batch usually holds, at that point, the
-same open groups and series as the grouper that read the batch from its beginning --
-and from there on both place every alert alike.
+a series is remembered for four windows after its last alert (``series_memory_ns``).
+So a second grouper that starts from nothing that long before a point in the batch
+usually holds, at that point, the same open groups and series as the grouper that
+read the batch from its beginning -- and from there on both place every alert alike.
 
 "Usually" is checked, not assumed. The batch (alerts in time order) is cut at ``m``:
 
 - a forked child starts an empty grouper ``warm-up`` before ``m`` (``max span +
-  window``), reads to the end of the batch, and at checkpoints ``m, m + step, ...``
-  sends a fingerprint of its state (:meth:`alertclf.consolidate._Grouper.fingerprint`);
+  window``, at least the series memory), reads to the end of the batch, and at
+  checkpoints ``m, m + step, ...`` sends a fingerprint of its state
+  (:meth:`alertclf.consolidate._Grouper.fingerprint`);
 - this process reads the batch from its beginning (with the state carried from the
   last batch) up to ``m``, then compares its own fingerprint at each checkpoint with
   the child's; at the first equal one, ``j``, it stops, and the result is this
@@ -51,6 +52,7 @@ from alertclf.consolidate import (
     Placement,
     _Grouper,
     _placement,
+    series_memory_ns,
 )
 from alertclf.settings import Settings
 
@@ -83,17 +85,20 @@ def place_split(
     if not forking.can_fork():
         return None
     window = settings.time_window_minutes * NS_PER_MINUTE
-    warm_up = settings.group_max_span_minutes * NS_PER_MINUTE + window
+    # Long enough to see every series the fingerprint reads (rule 5 remembers one
+    # for ``memory`` after its last alert).
+    memory = series_memory_ns(settings)
+    warm_up = max(settings.group_max_span_minutes * NS_PER_MINUTE + window, memory)
     step = max(100, n // 200)
     cut = _balanced_cut(times, warm_up, head_start=3 * step + int(meanwhile_cost * n))
     start = int(np.searchsorted(times, times[cut] - warm_up))
     if cut >= n - step or n - start > 0.8 * n:
         return None
     checkpoints = [cut + k * step for k in CHECKPOINT_STEPS if cut + k * step < n]
-    child, receiver = forking.fork(_child, columns, times, window, grouper, start, cut, checkpoints)
+    child, receiver = forking.fork(_child, columns, times, memory, grouper, start, cut, checkpoints)
     try:
         return _parent(
-            receiver, child, columns, times, window, grouper(state), cut, checkpoints, meanwhile
+            receiver, child, columns, times, memory, grouper(state), cut, checkpoints, meanwhile
         )
     finally:
         receiver.close()
@@ -118,17 +123,17 @@ def _balanced_cut(times: np.ndarray, warm_up: int, head_start: int) -> int:
     return low
 
 
-def _series_keys(columns: list[list], times: np.ndarray, end: int, window: int) -> set:
-    """(service key, alert name) of the alerts within the window before row ``end``:
+def _series_keys(columns: list[list], times: np.ndarray, end: int, memory: int) -> set:
+    """(service key, alert name) of the alerts within ``memory`` before row ``end``:
     every series of this batch that can still decide anything."""
     t = int(times[end])
-    begin = int(np.searchsorted(times, t - window))
+    begin = int(np.searchsorted(times, t - memory))
     return set(zip(columns[1][begin:end], columns[2][begin:end], strict=True))
 
 
-def _fingerprint(g: _Grouper, columns: list[list], times: np.ndarray, row: int, window: int) -> str:
-    keys = _series_keys(columns, times, row, window)
-    if times[row] - window <= times[0]:  # series carried from the last batch may count
+def _fingerprint(g: _Grouper, columns: list[list], times: np.ndarray, row: int, memory: int) -> str:
+    keys = _series_keys(columns, times, row, memory)
+    if times[row] - memory <= times[0]:  # series carried from the last batch may count
         keys |= g.series.keys()
     return g.fingerprint(int(times[row]), keys)
 
@@ -141,7 +146,7 @@ def _child(
     conn: Connection,
     columns: list[list],
     times: np.ndarray,
-    window: int,
+    memory: int,
     grouper: Callable[[ConsolidationState], _Grouper],
     start: int,
     cut: int,
@@ -156,7 +161,7 @@ def _child(
         g.touched = {}  # groups first touched at or after the cut
         placed: list[tuple] = []
         for row, following in itertools.pairwise([*checkpoints, len(times)]):
-            fingerprint = _fingerprint(g, columns, times, row, window)
+            fingerprint = _fingerprint(g, columns, times, row, memory)
             conn.send(("checkpoint", row, fingerprint, len(g.alias)))
             placed += _place_rows(g, columns, row, following)
         done = time.perf_counter()
@@ -180,7 +185,7 @@ def _parent(
     child: multiprocessing.Process,
     columns: list[list],
     times: np.ndarray,
-    window: int,
+    memory: int,
     g: _Grouper,
     cut: int,
     checkpoints: list[int],
@@ -196,7 +201,7 @@ def _parent(
         _, child_row, child_print, alias_count = message
         if child_row != row:  # a protocol error is a bug
             raise RuntimeError(f"consolidation: child checkpoint {child_row}, expected {row}")
-        if _fingerprint(g, columns, times, row, window) == child_print:
+        if _fingerprint(g, columns, times, row, memory) == child_print:
             meeting = (row, alias_count)
             break
         following = checkpoints[i + 1] if i + 1 < len(checkpoints) else n
