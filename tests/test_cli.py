@@ -97,6 +97,9 @@ def test_broken_graph_fails_with_one_line(inputs, tmp_path, capsys):
     ("argv", "message"),
     [
         (["classify", "--alerts", "a", "--graph", "g", "--since", "not-a-time"], "--since"),
+        # Parse to "not a time", after which no alert is: everything would be skipped.
+        (["classify", "--alerts", "a", "--graph", "g", "--since", "NaT"], "--since"),
+        (["classify", "--alerts", "a", "--graph", "g", "--until", "nan"], "--until"),
         (
             ["classify", "--alerts", "a", "--graph", "g", "--late-arrival-minutes", "-5"],
             "--late-arrival-minutes",

@@ -346,6 +346,43 @@ def test_a_symptom_that_fires_again_after_a_pause_joins_the_one_trouble_under_it
     assert (after == {in_b}) is (reason == "resume")
 
 
+def test_a_state_saved_before_rule_5_still_loads_and_resumes_nothing() -> None:
+    # Its series lack the last field (whether the series was a symptom elsewhere).
+    rows = [
+        *firing(0.0, 20, "dbA", DB_DOWN),
+        *firing(1.0, 20, "svcA", ERRORS),
+        *firing(2.0, 20, "gw", HTTP5XX),
+        *firing(10.0, 120, "dbB", "RedisDown"),
+        *firing(11.0, 120, "svcB", LATENCY),
+        *firing(40.0, 60, "gw", HTTP5XX),
+    ]
+    alerts = frame(rows, THREE)
+    before = alerts["timestamp"] < T0 + pd.Timedelta(minutes=30)
+    state = consolidate(alerts[before], THREE, SETTINGS).state
+    assert any(entry[:2] == ["gw", HTTP5XX] and entry[6] for entry in state.series)
+    old = ConsolidationState(state.groups, [entry[:6] for entry in state.series], state.recent)
+    for carried, resumed in ((state, "resume"), (old, "new")):
+        after = consolidate(alerts[~before], THREE, SETTINGS, carried)
+        gw = after.reasons[alerts.loc[~before, "service"] == "gw"]
+        assert gw.iloc[0] == resumed
+
+
+def test_a_services_own_trouble_that_fires_again_after_a_pause_stays_its_own() -> None:
+    # As above, but the gateway's errors came first, with nothing alerting under it:
+    # its own trouble (a group of its own). Firing again after a pause, with B alive
+    # under it, they are its own trouble again, not B's.
+    rows = [
+        *firing(2.0, 20, "gw", HTTP5XX),
+        *firing(10.0, 120, "dbB", "RedisDown"),
+        *firing(11.0, 120, "svcB", LATENCY),
+        *firing(40.0, 60, "gw", HTTP5XX),
+    ]
+    out, _ = run(rows, THREE)
+    gw = out[out["service"] == "gw"]
+    assert list(gw["reason"]) == ["new", *["repeat"] * 3] * 2
+    assert set(gw["root"]) == {"gw"} and gw["group_id"].nunique() == 2
+
+
 @pytest.mark.parametrize(("own_alerts", "errors_join"), [(1, "db"), (2, "api")])
 def test_one_fault_alert_on_a_service_does_not_claim_its_next_symptom(
     own_alerts: int, errors_join: str

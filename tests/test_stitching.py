@@ -163,11 +163,15 @@ def test_fingerprint_covers_what_decides_and_only_that(storm) -> None:
     def live_series(s):  # a series still within the window counts one more alert
         next(x for x in s.series if t - x[3] <= window)[4] += 1
 
-    def quiet_series(s, ago=2 * window, count=9):
-        s.series.append(["svc-x", "HighLatency", s.groups[0].group_id, t - ago, count, []])
+    def quiet_series(s, ago=2 * window, count=9, elsewhere=True):
+        gid = s.groups[0].group_id
+        s.series.append(["svc-x", "HighLatency", gid, t - ago, count, [], elsewhere])
 
     def remembered_series(s):  # quiet for two windows: rule 5 reads when it last fired
         quiet_series(s)
+
+    def remembered_series_own(s):  # ... and whether it was a symptom elsewhere
+        quiet_series(s, elsewhere=False)
 
     def remembered_series_count(s):  # ... and nothing else of it: a repeat starts afresh
         quiet_series(s, count=3)
@@ -194,6 +198,7 @@ def test_fingerprint_covers_what_decides_and_only_that(storm) -> None:
     for change in (stale_series, quiet_group):
         assert fingerprint(change) == reference, change.__name__
     assert fingerprint(remembered_series_count) == fingerprint(remembered_series)
+    assert fingerprint(remembered_series_own) != fingerprint(remembered_series)
 
 
 def test_a_series_firing_for_the_whole_batch_changes_nothing(storm) -> None:

@@ -333,9 +333,11 @@ def _timestamp_text(text: str) -> str:
     import pandas as pd
 
     try:
-        pd.Timestamp(text)
+        stamp = pd.Timestamp(text)
     except (TypeError, ValueError):
-        raise argparse.ArgumentTypeError(f"expected an ISO-8601 timestamp, got {text!r}") from None
+        stamp = pd.NaT
+    if pd.isna(stamp):  # "NaT" and "nan" parse, to a time that no alert is after
+        raise argparse.ArgumentTypeError(f"expected an ISO-8601 timestamp, got {text!r}")
     return text
 
 

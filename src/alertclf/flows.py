@@ -439,6 +439,9 @@ def select_new(
     The first run over an input takes everything (backfill). ``since``/``until``
     override the watermark. Returns the new alerts and how many were skipped.
     """
+    for name, value in (("since", since), ("until", until)):
+        if value and pd.isna(pd.Timestamp(value)):  # "NaT": no alert is after it
+            raise AlertclfError(f"{name}: expected a timestamp, got {value!r}")
     if len(alerts) == 0:
         return alerts, 0
     ts = pd.to_datetime(alerts["timestamp"], utc=True)
