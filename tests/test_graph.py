@@ -131,6 +131,13 @@ def test_adjacency_dict_of_dicts():
         (b'{"nodes": [{"id": "a"}], "links": [3]}', "links #0 must be an object"),
         (b'{"a": "b"}', "dependencies of 'a' must be an array"),
         (b'{"a": [["b"]]}', "dependency of 'a'"),
+        # Python reads these; JSON has no such values, and each would be a silent guess.
+        (b'{"nodes": [{"id": NaN}], "links": []}', "NaN is not a JSON value"),
+        (b'{"nodes": [{"id": -Infinity}], "links": []}', "-Infinity is not a JSON value"),
+        (b'{"nodes": [{"id": 1e999}], "links": []}', "1e999 is out of range"),
+        (b'{"nodes": [{"id": "a"}], "links": [], "links": []}', "key 'links' appears twice"),
+        (b'{"directed": "no", "nodes": [{"id": "a"}], "links": []}', "'directed' must be"),
+        (b'{"directed": 0, "nodes": [{"id": "a"}], "links": []}', "'directed' must be"),
     ],
 )
 def test_unusable_files_raise_one_line_graph_error(data, problem):
@@ -140,6 +147,13 @@ def test_unusable_files_raise_one_line_graph_error(data, problem):
     assert message.startswith("bad/graph.json: ")
     assert problem in message
     assert "\n" not in message
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes here")
+def test_a_pipe_is_refused_not_read(tmp_path):
+    os.mkfifo(tmp_path / "graph.json")  # no writer: reading it would block for ever
+    with pytest.raises(GraphError, match=r"graph\.json: cannot read graph file \(not a regular"):
+        load_graph(tmp_path / "graph.json")
 
 
 def test_missing_file_and_directory(tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -101,6 +102,21 @@ def test_bad_rows_are_rejected_with_their_reasons(mixed: AlertBatch) -> None:
         11: "unbalanced quote (a quoted field never closes)",
     }
     assert mixed.alerts["source_row"].tolist() == [1, 5, 9, 12]
+
+
+def test_a_name_of_only_invisible_characters_is_empty(tmp_path: Path) -> None:
+    # Zero-width spaces and joiners, BOMs and soft hyphens print as nothing.
+    content = (
+        "timestamp,service,alert_name\n"
+        "2024-03-01T10:00:00Z,\u200b,HighCPU\n"
+        "2024-03-01T10:00:01Z,api,\u200b\u200d \ufeff\u00ad\n"
+        "2024-03-01T10:00:02Z,api\u200b,HighCPU\n"  # something visible: kept as it is
+    )
+    batch = read(tmp_path, "invisible.csv", content)
+    assert_consistent(batch)
+    reasons = dict(zip(batch.rejected["source_row"], batch.rejected["reject_reason"], strict=True))
+    assert reasons == {1: "empty service", 2: "empty alert_name"}
+    assert batch.alerts["service"].tolist() == ["api\u200b"]
 
 
 def test_accepted_rows_are_normalised(mixed: AlertBatch) -> None:
@@ -706,7 +722,7 @@ def test_normalize_alerts_on_empty_frame() -> None:
 
 # --- sources -----------------------------------------------------------------------------
 def test_list_sources_file_folder_glob(tmp_path: Path) -> None:
-    for name in ["b.csv", "a.csv", "c.csv.gz", "notes.txt", "D.CSV"]:
+    for name in ["b.csv", "a.csv", "c.csv.gz", "notes.txt", "D.CSV", ".a.csv.swp", "._b.csv"]:
         write(tmp_path, name, "x")
     (tmp_path / "sub").mkdir()
     write(tmp_path / "sub", "e.csv", "x")
@@ -717,6 +733,14 @@ def test_list_sources_file_folder_glob(tmp_path: Path) -> None:
     assert [Path(s.name).name for s in list_sources(str(tmp_path / "**" / "e.csv"))] == ["e.csv"]
     with list_sources(tmp_path / "a.csv")[0].open() as handle:
         assert handle.read() == b"x"
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes here")
+def test_a_pipe_is_refused_not_read(tmp_path: Path) -> None:
+    # Opening a pipe with no writer blocks for ever.
+    os.mkfifo(tmp_path / "alerts.csv")
+    with pytest.raises(InputError, match=r"alerts\.csv: not a regular file or folder"):
+        list_sources(tmp_path / "alerts.csv")
 
 
 @pytest.mark.parametrize("where", ["missing.csv", "empty_dir", "nothing*.csv"])

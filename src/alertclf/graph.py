@@ -197,8 +197,12 @@ def load_graph(location: str | Path, *, data: bytes | str | None = None) -> nx.D
     """
     name = str(location)
     if data is None:
+        path = Path(location)
+        if path.exists() and not path.is_file() and not path.is_dir():
+            # A pipe or a device: reading could block for ever, or never end.
+            raise GraphError(f"{name}: cannot read graph file (not a regular file)")
         try:
-            data = Path(location).read_bytes()
+            data = path.read_bytes()
         except OSError as err:
             raise GraphError(f"{name}: cannot read graph file ({err.strerror or err})") from None
     if isinstance(data, str):
@@ -242,13 +246,45 @@ def _decode_json(name: str, data: bytes) -> Any:
             f"{name}: not a JSON graph (not UTF-8 text, bad byte at offset {err.start})"
         ) from None
     try:
-        return json.loads(text)
+        return json.loads(
+            text, parse_constant=_no_constant, parse_float=_finite, object_pairs_hook=_unique_keys
+        )
+    except _StrictJSONError as err:
+        raise GraphError(f"{name}: not valid JSON ({err})") from None
     except json.JSONDecodeError as err:
         raise GraphError(
             f"{name}: not valid JSON (line {err.lineno}, column {err.colno}: {err.msg})"
         ) from None
     except RecursionError:
         raise GraphError(f"{name}: not a usable JSON graph (nested too deeply)") from None
+
+
+class _StrictJSONError(ValueError):
+    """What Python's JSON reader accepts and JSON does not."""
+
+
+def _no_constant(literal: str) -> Any:
+    # NaN and Infinity are not JSON: as node ids they would become "nan" and "inf".
+    raise _StrictJSONError(f"{literal} is not a JSON value")
+
+
+def _finite(literal: str) -> float:
+    value = float(literal)
+    if not math.isfinite(value):  # 1e999
+        raise _StrictJSONError(f"{literal} is out of range")
+    return value
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # With a key twice, the last one silently wins: a second "links" would drop the first.
+    doc = dict(pairs)
+    if len(doc) < len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _StrictJSONError(f"key {key!r} appears twice in one object")
+            seen.add(key)
+    return doc
 
 
 def _json_kind(value: Any) -> str:
@@ -338,6 +374,8 @@ def _parse_node_link(
 
     graph_attrs = doc.get("graph") if isinstance(doc.get("graph"), dict) else {}
     directed = doc.get("directed", True)
+    if not isinstance(directed, bool):  # "no", 0, "false": which was meant is a guess
+        raise GraphError(f"{name}: 'directed' must be true or false, got {directed!r}")
     if directed is False:
         notes.append(
             "graph is marked undirected ('directed': false): each link was added in both "

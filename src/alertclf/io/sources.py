@@ -53,7 +53,9 @@ def may_be_url(location: str | Path) -> bool:
 def list_sources(location: str | Path) -> list[Source]:
     """The CSV files at ``location``: one file, a folder's ``*.csv``/``*.csv.gz``, or a glob.
 
-    Folders are not searched recursively (a glob such as ``dir/**/*.csv`` does that).
+    Folders are not searched recursively (a glob such as ``dir/**/*.csv`` does that), and
+    hidden files (``.name``: editors' swap files, macOS ``._`` copies) are skipped, as a
+    glob skips them.
     Results are sorted by name so every run reads the files in the same order, which keeps
     "first occurrence wins" duplicate handling deterministic.
     """
@@ -69,7 +71,13 @@ def list_sources(location: str | Path) -> list[Source]:
         return [Source.from_path(path)]
     if path.is_dir():
         files = sorted(
-            (p for p in path.iterdir() if p.is_file() and p.name.lower().endswith(CSV_SUFFIXES)),
+            (
+                p
+                for p in path.iterdir()
+                if p.is_file()
+                and not p.name.startswith(".")
+                and p.name.lower().endswith(CSV_SUFFIXES)
+            ),
             key=lambda p: p.name,
         )
         if not files:
@@ -82,6 +90,8 @@ def list_sources(location: str | Path) -> list[Source]:
         if not files:
             raise _input_error(f"{text}: no files match this pattern")
         return [Source.from_path(p) for p in files]
+    if path.exists():  # a pipe, a device, a socket: reading could block or never end
+        raise _input_error(f"{text}: not a regular file or folder")
     raise _input_error(f"{text}: no such file or folder")
 
 
