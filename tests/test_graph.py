@@ -149,13 +149,6 @@ def test_unusable_files_raise_one_line_graph_error(data, problem):
     assert "\n" not in message
 
 
-@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes here")
-def test_a_pipe_is_refused_not_read(tmp_path):
-    os.mkfifo(tmp_path / "graph.json")  # no writer: reading it would block for ever
-    with pytest.raises(GraphError, match=r"graph\.json: cannot read graph file \(not a regular"):
-        load_graph(tmp_path / "graph.json")
-
-
 def test_missing_file_and_directory(tmp_path):
     with pytest.raises(GraphError, match=r"nope\.json: cannot read graph file"):
         load_graph(tmp_path / "nope.json")

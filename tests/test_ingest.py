@@ -6,6 +6,7 @@ import gzip
 import json
 import logging
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -736,11 +737,18 @@ def test_list_sources_file_folder_glob(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes here")
-def test_a_pipe_is_refused_not_read(tmp_path: Path) -> None:
-    # Opening a pipe with no writer blocks for ever.
-    os.mkfifo(tmp_path / "alerts.csv")
-    with pytest.raises(InputError, match=r"alerts\.csv: not a regular file or folder"):
-        list_sources(tmp_path / "alerts.csv")
+def test_a_pipe_is_read_once_like_a_file(tmp_path: Path) -> None:
+    # As ``--alerts <(curl ...)`` passes it: a pipe can be opened only once.
+    pipe = tmp_path / "alerts.csv"
+    os.mkfifo(pipe)
+    content = b"timestamp,service,alert_name\n2024-03-01T10:00:00Z,api,HighCPU\n"
+    writer = threading.Thread(target=pipe.write_bytes, args=(content,))
+    writer.start()
+    (source,) = list_sources(pipe)
+    writer.join()
+    for _ in range(2):
+        with source.open() as handle:
+            assert handle.read() == content
 
 
 @pytest.mark.parametrize("where", ["missing.csv", "empty_dir", "nothing*.csv"])

@@ -90,8 +90,13 @@ def list_sources(location: str | Path) -> list[Source]:
         if not files:
             raise _input_error(f"{text}: no files match this pattern")
         return [Source.from_path(p) for p in files]
-    if path.exists():  # a pipe, a device, a socket: reading could block or never end
-        raise _input_error(f"{text}: not a regular file or folder")
+    if path.exists():
+        # A pipe (``--alerts <(curl ...)``, /dev/stdin): read once, here, as it cannot be
+        # opened twice. One that never ends is what the scheduler's job timeout is for.
+        try:
+            return [Source.from_bytes(str(path), path.read_bytes())]
+        except OSError as err:
+            raise _input_error(f"{text}: cannot read ({err.strerror or err})") from None
     raise _input_error(f"{text}: no such file or folder")
 
 
