@@ -315,6 +315,19 @@ def test_a_symptom_series_follows_its_cause_once_a_second_trouble_under_it_ends(
     assert list(gw["group_id"]) == [in_a] * 6 + [in_b] * 4
 
 
+def paused_gateway(resume_at: float, until: float) -> list:
+    """A ends at minute 20 and B goes on; the gateway's errors, first with A, fire again
+    from ``resume_at`` to ``until``."""
+    return [
+        *firing(0.0, 20, "dbA", DB_DOWN),
+        *firing(1.0, 20, "svcA", ERRORS),
+        *firing(2.0, 20, "gw", HTTP5XX),
+        *firing(10.0, 120, "dbB", "RedisDown"),
+        *firing(11.0, 120, "svcB", LATENCY),
+        *firing(resume_at, until, "gw", HTTP5XX),
+    ]
+
+
 @pytest.mark.parametrize(
     ("resume_at", "trouble_c", "reason"),
     [(40.0, False, "resume"), (80.0, False, "new"), (40.0, True, "new")],
@@ -328,14 +341,7 @@ def test_a_symptom_that_fires_again_after_a_pause_joins_the_one_trouble_under_it
     # one trouble there, is where they go, though it began half an hour before. After
     # more than an hour's pause the errors are news, and with C alive too the choice is
     # a coin toss: a group of their own, as before.
-    rows = [
-        *firing(0.0, 20, "dbA", DB_DOWN),
-        *firing(1.0, 20, "svcA", ERRORS),
-        *firing(2.0, 20, "gw", HTTP5XX),
-        *firing(10.0, 120, "dbB", "RedisDown"),
-        *firing(11.0, 120, "svcB", LATENCY),
-        *firing(resume_at, resume_at + 20, "gw", HTTP5XX),
-    ]
+    rows = paused_gateway(resume_at, resume_at + 20)
     if trouble_c:
         rows += [*firing(30.0, 120, "dbC", CPU), *firing(31.0, 120, "svcC", LATENCY)]
     # A cut while the gateway pauses: the state carries the series past its group.
@@ -348,15 +354,7 @@ def test_a_symptom_that_fires_again_after_a_pause_joins_the_one_trouble_under_it
 
 def test_a_state_saved_before_rule_5_still_loads_and_resumes_nothing() -> None:
     # Its series lack the last field (whether the series was a symptom elsewhere).
-    rows = [
-        *firing(0.0, 20, "dbA", DB_DOWN),
-        *firing(1.0, 20, "svcA", ERRORS),
-        *firing(2.0, 20, "gw", HTTP5XX),
-        *firing(10.0, 120, "dbB", "RedisDown"),
-        *firing(11.0, 120, "svcB", LATENCY),
-        *firing(40.0, 60, "gw", HTTP5XX),
-    ]
-    alerts = frame(rows, THREE)
+    alerts = frame(paused_gateway(40.0, 60.0), THREE)
     before = alerts["timestamp"] < T0 + pd.Timedelta(minutes=30)
     state = consolidate(alerts[before], THREE, SETTINGS).state
     assert any(entry[:2] == ["gw", HTTP5XX] and entry[6] for entry in state.series)

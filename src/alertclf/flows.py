@@ -439,9 +439,6 @@ def select_new(
     The first run over an input takes everything (backfill). ``since``/``until``
     override the watermark. Returns the new alerts and how many were skipped.
     """
-    for name, value in (("since", since), ("until", until)):
-        if value and pd.isna(pd.Timestamp(value)):  # "NaT": no alert is after it
-            raise AlertclfError(f"{name}: expected a timestamp, got {value!r}")
     if len(alerts) == 0:
         return alerts, 0
     ts = pd.to_datetime(alerts["timestamp"], utc=True)
@@ -459,6 +456,8 @@ def select_new(
 
 def _utc(text: str) -> pd.Timestamp:
     stamp = pd.Timestamp(text)
+    if pd.isna(stamp):  # "NaT" and "nan" parse, to a time no alert is before or after
+        raise AlertclfError(f"expected a timestamp, got {text!r}")
     return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
 
 

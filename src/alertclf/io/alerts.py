@@ -381,13 +381,8 @@ def normalize_status(values: pd.Series | Sequence[Any]) -> pd.Series:
 
 
 def _blank(values: pd.Series) -> np.ndarray:
-    """Which of the (trimmed) ``values`` are empty or only invisible characters; looked
-    at per distinct value (a million rows name a few thousand services)."""
-    codes, uniques = pd.factorize(values, use_na_sentinel=False)
-    blank = np.fromiter(
-        (not _INVISIBLE.sub("", str(u)).strip() for u in uniques), dtype=bool, count=len(uniques)
-    )
-    return blank[codes]
+    """Which of the (trimmed) ``values`` are empty or only invisible characters."""
+    return _per_distinct(values, lambda text: not _INVISIBLE.sub("", text).strip(), bool)
 
 
 def parse_timestamps(values: pd.Series | Sequence[Any]) -> tuple[pd.Series, pd.Series]:
@@ -976,12 +971,15 @@ def _truncate_frame(frame: pd.DataFrame, limit: int) -> tuple[pd.DataFrame, int]
 
 
 def _map_vocabulary(values: pd.Series | Sequence[Any], mapper: Any) -> pd.Series:
-    # Alert streams repeat a handful of distinct values: map each distinct value once.
-    text = _as_text(values)
-    codes, uniques = pd.factorize(text)
-    mapped = np.array([mapper(u) for u in uniques], dtype=object)
-    result = mapped[codes] if len(codes) else np.array([], dtype=object)
-    return pd.Series(result, dtype="str")
+    return pd.Series(_per_distinct(values, mapper, object), dtype="str")
+
+
+def _per_distinct(values: pd.Series | Sequence[Any], mapper: Any, dtype: Any) -> np.ndarray:
+    # Alert streams repeat a handful of distinct values (a million rows name a few
+    # thousand services): map each distinct value once.
+    codes, uniques = pd.factorize(_as_text(values))
+    mapped = np.array([mapper(u) for u in uniques], dtype=dtype)
+    return mapped[codes] if len(codes) else np.array([], dtype=dtype)
 
 
 def _severity_of(value: str) -> str:
