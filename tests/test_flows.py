@@ -19,6 +19,7 @@ import pytest
 import sklearn
 
 from alertclf import tracking
+from alertclf.consolidate import to_epoch_ns
 from alertclf.contracts import DERIVED_RESULT_FILES, FINAL_COLUMNS, INCIDENT_COLUMNS, RESULT_FILES
 from alertclf.flows import FAULT_ENV, FlowError, classify, promote, retrain
 from alertclf.settings import Settings
@@ -355,27 +356,203 @@ def test_alerts_by_cluster_rows_follow_rank_then_time_then_id(shuffled) -> None:
     np.testing.assert_array_equal(_by_cluster_rows(alerts), expected.to_numpy())
 
 
-def test_recent_ids_keep_the_late_arrival_window_only() -> None:
-    from alertclf.flows import _recent_ids
-    from alertclf.io.state import RunState
-
-    carried = {
-        "old": "2026-01-05T09:00:00+00:00",  # fell out of the window: dropped
-        "kept": "2026-01-05T11:50:00+00:00",  # still inside, not in this batch: kept
-        "again": "2026-01-05T11:45:00+00:00",  # re-sent, now with an older timestamp
-    }
-    new = pd.DataFrame(
+def _alerts(rows: dict[str, str]) -> pd.DataFrame:
+    return pd.DataFrame(
         {
-            "alert_id": ["again", "fresh", "early"],
-            "timestamp": pd.to_datetime(
-                ["2026-01-05T10:00:00Z", "2026-01-05T11:55:00Z", "2026-01-05T11:00:00Z"]
+            "alert_id": pd.Series(list(rows), dtype="str"),
+            "timestamp": pd.to_datetime(list(rows.values()), utc=True).astype(
+                "datetime64[us, UTC]"
             ),
         }
     )
-    ids = _recent_ids(
-        RunState(recent_ids=carried), new, "2026-01-05T12:00:00+00:00", Settings()
-    )  # window: 30 minutes back from the watermark
-    assert ids == {"kept": carried["kept"], "fresh": "2026-01-05T11:55:00+00:00"}
-    assert _recent_ids(RunState(), new, "2026-01-05T12:00:00+00:00", Settings()) == {
-        "fresh": "2026-01-05T11:55:00+00:00"
-    }
+
+
+def _ledger(rows: dict[str, str]) -> pd.DataFrame:
+    frame = _alerts(rows)
+    return pd.DataFrame(
+        {"alert_id": frame["alert_id"], "timestamp_ns": to_epoch_ns(frame["timestamp"])}
+    )
+
+
+def test_select_new_takes_unseen_rejects_late_and_counts_the_rest() -> None:
+    from alertclf.flows import select_new
+    from alertclf.io.state import RunState
+
+    state = RunState(watermark="2026-01-05T12:00:00+00:00")  # allowance: 30 minutes
+    ledger = _ledger({"seen-old": "2026-01-05T11:00:00Z", "seen-new": "2026-01-05T11:50:00Z"})
+    alerts = _alerts(
+        {
+            "seen-old": "2026-01-05T11:00:00Z",  # read again: processed before
+            "seen-new": "2026-01-05T11:50:00Z",  # read again, inside the allowance
+            "late": "2026-01-05T11:00:00Z",  # never seen, an hour behind: rejected
+            "fresh": "2026-01-05T11:50:00Z",  # never seen, inside the allowance: taken
+            "ahead": "2026-01-05T12:10:00Z",
+            "ancient": "2025-12-01T00:00:00Z",  # older than the ledger (7 days)
+        }
+    )
+    picked = select_new(alerts, state, Settings(), ledger=ledger)
+    assert picked.new["alert_id"].tolist() == ["fresh", "ahead"]
+    assert alerts["alert_id"].iloc[picked.late].tolist() == ["late"]
+    (reason,) = picked.late_reasons
+    assert reason.startswith("late: 60.0 min older than the watermark 2026-01-05T12:00:00+00:00")
+    assert "late_arrival_minutes=30" in reason
+    assert (picked.already_processed, picked.outside_window) == (2, 1)
+    # A longer allowance takes it; a longer ledger remembers the ancient one as late.
+    assert (
+        "late"
+        in select_new(alerts, state, Settings(late_arrival_minutes=90), ledger=ledger)
+        .new["alert_id"]
+        .tolist()
+    )
+    longer = select_new(alerts, state, Settings(ledger_days=60), ledger=ledger)
+    assert alerts["alert_id"].iloc[longer.late].tolist() == ["late", "ancient"]
+    # --since/--until override the watermark and the ledger; late is inside --until only.
+    window = select_new(alerts, state, Settings(), since="2026-01-05T11:30:00Z", ledger=ledger)
+    assert window.new["alert_id"].tolist() == ["seen-new", "fresh", "ahead"]
+    assert len(window.late) == 0 and window.outside_window == 3
+    until = select_new(alerts, state, Settings(), until="2026-01-05T10:00:00Z", ledger=ledger)
+    assert len(until.new) == 0 and len(until.late) == 0
+    # The first run over an input takes everything.
+    assert len(select_new(alerts, RunState(), Settings()).new) == len(alerts)
+
+
+def test_next_ledger_adds_this_runs_alerts_and_forgets_what_fell_behind() -> None:
+    from alertclf.flows import next_ledger
+
+    old = _ledger(
+        {
+            "gone": "2025-12-20T00:00:00Z",
+            "kept": "2026-01-04T00:00:00Z",
+            "again": "2026-01-05T10:00:00Z",
+        }
+    )
+    taken = _alerts({"again": "2026-01-05T10:00:00Z", "fresh": "2026-01-05T11:55:00Z"})
+    late = _alerts({"late": "2026-01-05T09:00:00Z"})
+    ledger = next_ledger(old, [taken, late], "2026-01-05T12:00:00+00:00", Settings())
+    assert sorted(ledger["alert_id"]) == ["again", "fresh", "kept", "late"]
+    assert ledger["alert_id"].is_unique
+    assert next_ledger(old.iloc[:0], [], None, Settings()).empty
+
+
+def test_an_alert_from_a_clock_years_ahead_does_not_make_the_next_ones_late(caplog) -> None:
+    from alertclf.flows import _new_watermark, select_new
+    from alertclf.io.state import RunState
+
+    now = pd.Timestamp("2026-01-05T12:00:00Z")
+    batch = _alerts({"a": "2026-01-05T11:58:00Z", "skewed": "2099-01-01T00:00:00Z"})
+    with caplog.at_level(logging.WARNING, logger="alertclf.flows"):
+        watermark = _new_watermark(RunState(), batch, Settings(), now=now)
+    assert watermark == "2026-01-05T12:30:00+00:00"  # the clock plus the allowance
+    assert "1 alerts are timestamped more than 30 minutes ahead" in caplog.text
+    # The next batch, a quarter of an hour on, is taken, not rejected as late.
+    ledger = _ledger({"a": "2026-01-05T11:58:00Z", "skewed": "2099-01-01T00:00:00Z"})
+    following = _alerts({"b": "2026-01-05T12:10:00Z", "skewed": "2099-01-01T00:00:00Z"})
+    picked = select_new(following, RunState(watermark=watermark), Settings(), ledger=ledger)
+    assert picked.new["alert_id"].tolist() == ["b"] and len(picked.late) == 0
+    # A watermark a skewed alert left before the hold is brought back to the clock.
+    poisoned = RunState(watermark="2099-01-01T00:00:00+00:00")
+    assert _new_watermark(poisoned, following, Settings(), now=now) == watermark
+    assert _new_watermark(RunState(), batch.iloc[:1], Settings(), now=now) == (
+        "2026-01-05T11:58:00+00:00"
+    )
+
+
+def test_a_state_saved_before_the_ledger_still_skips_its_recent_ids(tmp_path) -> None:
+    from alertclf.flows import select_new
+    from alertclf.io.state import RunState, StateStore
+
+    (tmp_path / ".state").mkdir()
+    (tmp_path / ".state" / "state.json").write_text(
+        json.dumps(
+            {
+                "watermark": "2026-01-05T12:00:00+00:00",
+                "recent_ids": {"kept": "2026-01-05T11:50:00+00:00"},
+                "pipeline": "",
+                "last_run_id": "20260105_120000",
+                "model_version": "1",
+                "graph_fingerprint": None,
+                "runs": 3,
+            }
+        )
+    )
+    store = StateStore(tmp_path)
+    state = store.load()
+    assert state.ledger is None
+    alerts = _alerts({"kept": "2026-01-05T11:50:00Z", "fresh": "2026-01-05T11:51:00Z"})
+    picked = select_new(alerts, state, Settings(), ledger=store.read_ledger(state))
+    assert picked.new["alert_id"].tolist() == ["fresh"] and picked.already_processed == 1
+    assert RunState(ledger="x").recent_ids == {}
+
+
+def test_a_ledger_written_by_a_run_that_died_before_its_state_is_ignored(tmp_path) -> None:
+    from alertclf.io.state import RunState, StateError, StateStore
+
+    store = StateStore(tmp_path)
+    committed = _ledger({"a": "2026-01-05T11:00:00Z"})
+    store.save(
+        RunState(watermark="2026-01-05T12:00:00+00:00", ledger=store.write_ledger(committed))
+    )
+    orphan = store.write_ledger(_ledger({"b": "2026-01-05T11:30:00Z"}))  # then the run died
+    state = store.load()
+    assert state.ledger != orphan
+    pd.testing.assert_frame_equal(store.read_ledger(state), committed)
+    store.save(RunState(watermark=state.watermark, ledger=state.ledger))
+    assert [p.name for p in store.folder.glob("ledger-*")] == [state.ledger]
+    (store.folder / state.ledger).write_bytes(b"not parquet")
+    with pytest.raises(StateError, match="ledger of processed alerts is unreadable"):
+        store.read_ledger(state)
+
+
+def test_a_late_alert_is_rejected_once_and_every_alert_is_accounted_for(scenario, tmp_path):
+    """An alert that reaches the export after its batch ran, more than the allowance
+    behind, lands in rejected_alerts.csv with the reason (before the ledger it was
+    skipped as 'already processed' and found nowhere)."""
+    models, out = tmp_path / "models", tmp_path / "results"
+    retrain(settings(), scenario["alerts"], scenario["graph"], models)
+    alerts = pd.read_csv(scenario["alerts"], dtype=str, keep_default_na=False)
+    ts = pd.to_datetime(alerts["timestamp"], utc=True, format="ISO8601")
+    cut = ts.quantile(0.6)
+    late_id = alerts["alert_id"][ts < cut - pd.Timedelta(hours=2)].iloc[-1]
+    export = tmp_path / "alerts.csv"
+    runs = []
+    for part in (
+        alerts[(ts < cut) & (alerts["alert_id"] != late_id)],  # the late alert is missing
+        alerts,  # ... and arrives here, two hours behind
+        alerts,  # the same export read again
+    ):
+        part.to_csv(export, index=False)
+        outcome = classify(settings(), export, scenario["graph"], out, models)
+        folder = outcome.results_dir
+        runs.append(
+            (
+                json.loads((folder / "run_metadata.json").read_text()),
+                pd.read_csv(folder / "alert_consolidation_final.csv", dtype=str),
+                pd.read_csv(folder / "rejected_alerts.csv", dtype=str, keep_default_na=False),
+                (folder / "report.html").read_text("utf-8"),
+            )
+        )
+    for meta, final, rejected, _ in runs:
+        assert meta["rows_accepted"] + meta["rows_rejected"] == meta["rows_read"]
+        assert meta["rows_new"] == len(final) and meta["rows_rejected"] == len(rejected)
+        assert meta["rows_accepted"] == (
+            meta["rows_new"] + meta["rows_already_processed"] + meta["rows_outside_window"]
+        )
+    (_, _, none, _), (meta, _, rejected, report), (again, final, _, _) = runs
+    assert len(none) == 0 and meta["rows_rejected_late"] == 1 and len(rejected) == 1
+    assert "rejected as late" in report
+    row = rejected.iloc[0]
+    assert row["alert_id"] == late_id and row["reject_reason"].startswith("late: ")
+    assert row["source_file"] == str(export)
+    assert (
+        int(row["source_row"]) == int(alerts.index[alerts["alert_id"] == late_id][0]) + 1
+    )  # 1 = first data row
+    # Read again, it is known: neither rejected twice nor classified.
+    assert again["rows_rejected"] == 0 and again["rows_new"] == 0
+    assert again["rows_already_processed"] == len(alerts)
+    # Every alert of the export is in exactly one run's results or rejected file.
+    placed = pd.concat([r[1]["alert_id"] for r in runs] + [r[2]["alert_id"] for r in runs])
+    assert placed.is_unique and set(placed) == set(alerts["alert_id"])
+    # One ledger on disk, the one the state names.
+    state = json.loads((out / ".state" / "state.json").read_text())
+    assert [p.name for p in (out / ".state").glob("ledger-*")] == [state["ledger"]]
+    assert state["recent_ids"] == {}

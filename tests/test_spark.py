@@ -164,11 +164,15 @@ def test_large_batches_sample_only_the_cluster_quality_metrics(
 
 
 def _classify_twice(engine: str, scenario, models: Path, out: Path, growing: Path) -> list[Path]:
-    """Two classify runs over a growing export: the state crosses the boundary. (Both
-    engines read the same folder: the input path is in every result row.)"""
+    """Two classify runs over a growing export: the state crosses the boundary, and one
+    alert from an hour before it arrives only in the second run (late). (Both engines
+    read the same folder: the input path is in every result row.)"""
     files = [f for f in sorted(scenario["alerts"].glob("*.csv")) if f.name != "c_extra.csv"]
     frames = {f.name: pd.read_csv(f, dtype=str, keep_default_na=False) for f in files}
     cut = pd.Timestamp("2026-01-05T13:00:00Z")
+    first = next(iter(frames.values()))
+    stamps = pd.to_datetime(first["timestamp"], utc=True)
+    late = first["alert_id"][(stamps < cut - pd.Timedelta(hours=1))].iloc[-1]
     shutil.rmtree(growing, ignore_errors=True)
     growing.mkdir(parents=True)
     extra = scenario["alerts"] / "c_extra.csv"
@@ -178,6 +182,7 @@ def _classify_twice(engine: str, scenario, models: Path, out: Path, growing: Pat
         for name, frame in frames.items():
             if upper is not None:
                 frame = frame[pd.to_datetime(frame["timestamp"], utc=True) < upper]
+                frame = frame[frame["alert_id"] != late]
             frame.to_csv(growing / name, index=False)
         s = settings(engine=engine, spark_master=MASTER)
         outcome = classify(s, growing, scenario["graph"], out / "results", models)
@@ -201,7 +206,16 @@ def test_classify_flow_with_carried_state_writes_identical_results(
         meta = json.loads((mine / "run_metadata.json").read_text())
         expected = json.loads((theirs / "run_metadata.json").read_text())
         assert meta["engine"] == "spark"
-        for key in ("rows_read", "rows_accepted", "rows_rejected", "rows_new", "watermark_after"):
+        for key in (
+            "rows_read",
+            "rows_accepted",
+            "rows_rejected",
+            "rows_new",
+            "rows_already_processed",
+            "rows_outside_window",
+            "rows_rejected_late",
+            "watermark_after",
+        ):
             assert meta[key] == expected[key], key
         stats = json.loads((mine / "clustering_statistics.json").read_text())
         assert stats == json.loads((theirs / "clustering_statistics.json").read_text())
@@ -213,7 +227,18 @@ def test_classify_flow_with_carried_state_writes_identical_results(
     state = json.loads((tmp_path / "spark/results/.state/state.json").read_text())
     expected_state = json.loads((tmp_path / "local/results/.state/state.json").read_text())
     assert state["pipeline"] == expected_state["pipeline"]
-    assert state["recent_ids"] == expected_state["recent_ids"]
+    assert second["rows_rejected_late"] == 1
+    rejected = pd.read_csv(distributed[1] / "rejected_alerts.csv")
+    assert rejected["reject_reason"].str.startswith("late: ").sum() == 1
+    # Every alert taken, and the late one, is in the ledger.
+    ledgers = [
+        pd.read_parquet(tmp_path / f"{engine}/results/.state" / saved["ledger"])
+        .sort_values("alert_id")
+        .reset_index(drop=True)
+        for engine, saved in (("spark", state), ("local", expected_state))
+    ]
+    pd.testing.assert_frame_equal(*ledgers)
+    assert len(ledgers[0]) == second["rows_new"] + second["rows_already_processed"] + 1
 
 
 def test_replay_spark_equals_replay_local(spark, scenario, models, tmp_path):

@@ -125,6 +125,8 @@ def _summary(metadata: Mapping[str, Any], incidents: pd.DataFrame, clusters: pd.
         ("incidents", len(incidents)),
         ("clusters seen", len(clusters)),
     ]
+    if metadata.get("rows_rejected_late"):  # alerts that missed their batch: say so
+        cards.insert(3, ("rejected as late", metadata["rows_rejected_late"]))
     items = "".join(
         f'<div class="card"><b>{_num(v) if v is not None else "–"}</b><span>{_e(k)}</span></div>'
         for k, v in cards

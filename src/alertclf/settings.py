@@ -122,6 +122,14 @@ class Settings(BaseModel):
         le=10_080,
         description="Alerts this much older than the watermark are still taken.",
     )
+    ledger_days: int = Field(
+        7,
+        ge=1,
+        le=3650,
+        description="Days back from the watermark that the ids of processed alerts are "
+        "remembered: an alert arriving later than late_arrival_minutes but within them is "
+        "rejected as late (not silently skipped); older ones are taken as processed before.",
+    )
     history_days: int = Field(30, ge=1, le=3650, description="Days of history retrain reads.")
 
     # --- scheduling -----------------------------------------------------------------

@@ -61,7 +61,7 @@ import time
 import uuid
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -78,10 +78,11 @@ from alertclf.consolidate import (
     Group,
     series_memory_ns,
     service_keys,
+    to_epoch_ns,
 )
 from alertclf.dedup import DedupState
 from alertclf.errors import AlertclfError
-from alertclf.io.alerts import InputError
+from alertclf.io.alerts import InputError, _concat_rejected, as_rejected
 from alertclf.mapping import ENRICHMENT_COLUMNS
 from alertclf.pipeline import GraphContext, PipelineState
 from alertclf.settings import Settings
@@ -408,23 +409,47 @@ def select_new_spark(
     settings: Settings,
     since: str | None = None,
     until: str | None = None,
-) -> DataFrame:
-    """:func:`alertclf.flows.select_new` as a Spark filter."""
+    ledger: pd.DataFrame | None = None,
+) -> tuple[DataFrame, DataFrame]:
+    """:func:`alertclf.flows.select_new` as Spark filters: the new alerts, and the late
+    ones (to be rejected)."""
     from pyspark.sql import functions as F
 
-    from alertclf.flows import _utc
+    from alertclf.flows import _ledger_start, _utc
 
-    keep = F.lit(True)
+    ts = F.col("timestamp")
+    new, late = alerts, alerts.limit(0)
     if since:
-        keep = keep & (F.col("timestamp") >= F.lit(_utc(since).to_pydatetime()))
+        new = alerts.filter(ts >= F.lit(_utc(since).to_pydatetime()))
     elif state is not None and state.watermark:
-        lower = _utc(state.watermark) - pd.Timedelta(minutes=settings.late_arrival_minutes)
-        keep = keep & (F.col("timestamp") >= F.lit(lower.to_pydatetime()))
-        if state.recent_ids:
-            keep = keep & ~F.col("alert_id").isin(sorted(state.recent_ids))
+        watermark = _utc(state.watermark)
+        lower = watermark - pd.Timedelta(minutes=settings.late_arrival_minutes)
+        start = pd.Timestamp(_ledger_start(watermark, settings), tz="UTC")
+        unseen = alerts
+        if ledger is not None and len(ledger):
+            unseen = alerts.join(F.broadcast(_ledger_ids(alerts, ledger)), "alert_id", "left_anti")
+        new = unseen.filter(ts >= F.lit(lower.to_pydatetime()))
+        late = unseen.filter(
+            (ts < F.lit(lower.to_pydatetime())) & (ts >= F.lit(start.to_pydatetime()))
+        )
     if until:
-        keep = keep & (F.col("timestamp") < F.lit(_utc(until).to_pydatetime()))
-    return alerts.filter(keep)
+        new = new.filter(ts < F.lit(_utc(until).to_pydatetime()))
+        late = late.filter(ts < F.lit(_utc(until).to_pydatetime()))
+    return new, late
+
+
+def _count_in_ledger(alerts: DataFrame, ledger: pd.DataFrame) -> int:
+    """How many of the read alerts an earlier run took or rejected."""
+    from pyspark.sql import functions as F
+
+    if not len(ledger):
+        return 0
+    return alerts.join(F.broadcast(_ledger_ids(alerts, ledger)), "alert_id", "left_semi").count()
+
+
+def _ledger_ids(alerts: DataFrame, ledger: pd.DataFrame) -> DataFrame:
+    """The ledger's ids as a Spark frame, to broadcast (ids only: a million in ~50 MB)."""
+    return alerts.sparkSession.createDataFrame(_for_spark(ledger[["alert_id"]].copy()))
 
 
 # --- components ------------------------------------------------------------------------------
@@ -1117,7 +1142,7 @@ def classify_spark(
     t0 = time.perf_counter()
     data = read_alerts_spark(spark, alerts_location, settings)
     read_seconds = time.perf_counter() - t0
-    new = select_new_spark(data.alerts, run_state, settings, since, until)
+    new, _ = select_new_spark(data.alerts, run_state, settings, since, until)
     if state is None and run_state is not None:
         state = run_state.pipeline_state()
     result = run_pipeline_spark(spark, settings, data, new, context, model, state)
@@ -1271,14 +1296,29 @@ def classify_flow(
     context = GraphContext.build(f._load_graph(graph), settings)
     data = read_alerts_spark(spark, alerts, settings)
     stage_times["read"] = round(time.perf_counter() - t0, 4)
-    new = select_new_spark(data.alerts, state, settings, since, until).persist()
+    ledger = store.read_ledger(state)
+    new, late = select_new_spark(data.alerts, state, settings, since, until, ledger)
+    new = new.persist()
     rows_new = new.count()
-    skipped = data.rows_accepted - rows_new
-    logger.info("%d new alerts to classify (%s)", rows_new, skipped)
     if rows_new == 0:
         spark.catalog.clearCache()
         return _classify_empty(settings, alerts, graph, output, models, since, until, bootstrap)
 
+    # Late alerts are few (they arrived after their batch): rejected on the driver.
+    late = _to_alerts(late.toPandas())[list(contracts.CANONICAL_COLUMNS)]
+    reasons = f.late_reasons(to_epoch_ns(late["timestamp"]), state.watermark, settings)
+    already = _count_in_ledger(data.alerts, ledger) if state.watermark and not since else 0
+    skipped = (already, data.rows_accepted - rows_new - len(late) - already, len(late))
+    data = replace(
+        data,
+        rejected=_concat_rejected([data.rejected, as_rejected(late, reasons)]),
+        rows_accepted=data.rows_accepted - len(late),
+    )
+    logger.info(
+        "%d new alerts to classify (%d processed before, %d outside the window, %d late)",
+        rows_new,
+        *skipped,
+    )
     run_id = new_run_id(output)
     model_name = settings.model_name
     with tracking.start_run(
@@ -1299,7 +1339,7 @@ def classify_flow(
         )
         stage_times["pipeline"] = round(time.perf_counter() - t0, 4)
         stage_times.update(result.timings)
-        watermark_after = f._new_watermark(state, result.narrow)
+        watermark_after = f._new_watermark(state, result.narrow, settings)
         metadata = f.run_metadata(
             run_id=run_id,
             mlflow_run_id=run.info.run_id,
@@ -1308,7 +1348,8 @@ def classify_flow(
             bootstrapped=bootstrapped,
             inputs=(alerts, graph),
             files=data.files,
-            rows=(data.rows_read, data.rows_accepted, len(data.rejected), result.rows_new, skipped),
+            rows=(data.rows_read, data.rows_accepted, len(data.rejected), result.rows_new),
+            skipped=skipped,
             state=state,
             watermark_after=watermark_after,
             window=(since, until),
@@ -1344,9 +1385,15 @@ def classify_flow(
         f._log_classify(result, counts, result.narrow, metadata, folder, stage_times, started)
         f._fault("after_mlflow")
         f.save_state(
-            store, state, result.narrow, watermark_after, result.state, run_id, loaded, context,
-            settings,
-        )  # fmt: skip
+            store,
+            state,
+            f.next_ledger(ledger, [result.narrow, late], watermark_after, settings),
+            watermark_after,
+            result.state,
+            run_id,
+            loaded,
+            context,
+        )
     # Everything this run cached (inputs, prepared and scored alerts) is let go.
     spark.catalog.clearCache()
     logger.info(

@@ -72,6 +72,7 @@ REASON_PREFIXES: tuple[str, ...] = (
     "duplicate alert_id",
     "row has",
     "unbalanced quote",
+    "late",
 )
 # A parse result: the sound rows as strings, their 1-based row numbers (None: 1..n), and the
 # malformed rows as (row number, fields as read, reason).
@@ -1190,6 +1191,42 @@ def _empty_alerts() -> pd.DataFrame:
     frame["timestamp"] = pd.Series([], dtype=TIMESTAMP_DTYPE)
     frame["source_row"] = pd.Series([], dtype="int64")
     return frame
+
+
+def reject_accepted(batch: AlertBatch, positions: np.ndarray, reasons: Sequence[str]) -> AlertBatch:
+    """The batch with the accepted alerts at ``positions`` moved to the rejected rows, with
+    their reasons (counts still add up: accepted + rejected == read)."""
+    if len(positions) == 0:
+        return batch
+    keep = np.ones(len(batch.alerts), dtype=bool)
+    keep[positions] = False
+    return AlertBatch(
+        alerts=batch.alerts[keep].reset_index(drop=True),
+        rejected=_concat_rejected(
+            [batch.rejected, as_rejected(batch.alerts.iloc[positions], reasons)]
+        ),
+        rows_read=batch.rows_read,
+        files=batch.files,
+        notes=batch.notes,
+    )
+
+
+def as_rejected(alerts: pd.DataFrame, reasons: Sequence[str]) -> pd.DataFrame:
+    """Accepted alerts as rejected rows. They are written in their canonical form (time in
+    ISO 8601, severity normalised): the raw text of an accepted row is not kept."""
+    stamps = pd.to_datetime(alerts["timestamp"], utc=True)
+    data = {
+        name: (stamps.map(pd.Timestamp.isoformat) if name == "timestamp" else alerts[name])
+        .astype("str")
+        .to_numpy()
+        for name in contracts.CANONICAL_COLUMNS
+        if name not in REJECT_COLUMNS
+    }
+    rejected = pd.DataFrame(data)
+    rejected["source_file"] = alerts["source_file"].astype("str").to_numpy()
+    rejected["source_row"] = alerts["source_row"].astype("int64").to_numpy()
+    rejected[contracts.REJECT_REASON] = pd.Series(list(reasons), dtype="str")
+    return rejected
 
 
 def _combine(batches: list[AlertBatch]) -> AlertBatch:
