@@ -890,8 +890,9 @@ def test_disk_full_while_writing_results(world, small_disk, tmp_path, reliabilit
 def test_disk_full_while_saving_state_keeps_the_old_state(small_disk, reliability) -> None:
     case = reliability(
         "faults.disk_full_state",
-        "the state folder on a full tmpfs: saving the new watermark fails with one StateError "
-        "line, the previous state.json stays byte-identical and no temporary file is left",
+        "the state folder on a full tmpfs: writing the ledger of 200,000 processed ids, and "
+        "saving the new watermark, each fail with one StateError line, the previous state.json "
+        "stays byte-identical and no temporary or partial ledger file is left",
     )
     store = StateStore(small_disk)
     store.save(RunState(watermark="2026-01-05T00:00:00+00:00", last_run_id="20260105_000000"))
@@ -901,9 +902,17 @@ def test_disk_full_while_saving_state_keeps_the_old_state(small_disk, reliabilit
         watermark="2026-01-06T00:00:00+00:00",
         recent_ids={f"id-{i}": "2026-01-06T00:00:00+00:00" for i in range(20_000)},
     )
-    with pytest.raises(StateError) as caught:
-        store.save(big)
-    assert "\n" not in str(caught.value) and "No space left on device" in str(caught.value)
-    assert (small_disk / STATE).read_bytes() == before
-    assert not list((small_disk / ".state").glob("*.tmp-*"))
-    case.figures(examples=1, failures_injected=1, failures_recovered=1)
+    ledger = pd.DataFrame(
+        {
+            "alert_id": [f"id-{i:07d}" for i in range(200_000)],
+            "timestamp_ns": pd.Series(range(200_000), dtype="int64") + 1_767_571_200 * 10**9,
+        }
+    )
+    for write in (lambda: store.write_ledger(ledger), lambda: store.save(big)):
+        with pytest.raises(StateError) as caught:
+            write()
+        assert "\n" not in str(caught.value) and "No space left on device" in str(caught.value)
+        assert (small_disk / STATE).read_bytes() == before
+        assert not list((small_disk / ".state").glob("*.tmp-*"))
+        assert not list((small_disk / ".state").glob("ledger-*"))
+    case.figures(examples=2, failures_injected=2, failures_recovered=2)
