@@ -540,6 +540,7 @@ def test_a_late_alert_is_rejected_once_and_every_alert_is_accounted_for(scenario
     (_, _, none, _), (meta, _, rejected, report), (again, final, _, _) = runs
     assert len(none) == 0 and meta["rows_rejected_late"] == 1 and len(rejected) == 1
     assert "rejected as late" in report
+    assert mlflow.get_run(meta["mlflow_run_id"]).data.metrics["rows_rejected_late"] == 1
     row = rejected.iloc[0]
     assert row["alert_id"] == late_id and row["reject_reason"].startswith("late: ")
     assert row["source_file"] == str(export)

@@ -673,6 +673,7 @@ def _log_classify(
         "rows_accepted": len(batch.alerts),
         "rows_rejected": len(batch.rejected),
         "rows_new": len(new),
+        "rows_rejected_late": metadata["rows_rejected_late"],
         "incident_groups": len(incidents),
         "clusters_seen": len(result.clusters),
         **result.statistics,
