@@ -809,3 +809,19 @@ def test_progress_is_logged_not_printed(tmp_path: Path, caplog, capsys) -> None:
         read(tmp_path, "x.csv", "timestamp,service,alert_name\n2024-01-01,a,X\n")
     assert "1 rows read, 1 accepted, 0 rejected" in caplog.text
     assert capsys.readouterr().out == ""
+
+
+def test_a_latin1_line_in_a_utf8_export_garbles_neither(tmp_path: Path) -> None:
+    """Concatenated exports: one UTF-8 name and one latin-1 line each decode as what they
+    are (the whole file as latin-1 turned café into cafÃ©)."""
+    data = (
+        "timestamp,service,alert_name\n2024-01-01T00:00:00Z,café-api,HighCPU\n".encode()
+        + "2024-01-01T00:00:01Z,münchen-db,Überlast\n".encode("latin-1")
+        + b"2024-01-01T00:00:02Z,api,X\n"
+    )
+    batch = read(tmp_path, "mixed.csv", data)
+    assert batch.alerts["service"].tolist() == ["café-api", "münchen-db", "api"]
+    assert batch.alerts["alert_name"].tolist() == ["HighCPU", "Überlast", "X"]
+    assert batch.notes == [
+        f"{tmp_path / 'mixed.csv'}: 1 lines not valid UTF-8 decoded as latin-1 (lines 3)"
+    ]

@@ -604,8 +604,34 @@ def _decode_non_utf8(data: bytes, name: str, notes: list[str]) -> str:
     if multibyte > invalid:
         notes.append(f"{name}: {invalid} invalid UTF-8 byte sequences replaced by U+FFFD")
         return lenient
-    notes.append(f"{name}: decoded as latin-1 (not valid UTF-8)")
-    return data.decode("latin-1")
+    return _decode_lines(data, name, notes)
+
+
+def _decode_lines(data: bytes, name: str, notes: list[str]) -> str:
+    """Latin-1, but line by line: an export concatenated from sources in two encodings
+    keeps the names of its UTF-8 lines (the whole file as latin-1 turned "café" into
+    "cafÃ©"). A multi-byte sequence never holds a newline byte, so splitting first is
+    safe, also inside a quoted multi-line field."""
+    lines = data.split(b"\n")
+    latin1: list[int] = []
+    utf8 = 0
+    for number, line in enumerate(lines):
+        if line.isascii():
+            continue
+        try:
+            lines[number] = line.decode("utf-8")
+            utf8 += 1
+        except UnicodeDecodeError:
+            lines[number] = line.decode("latin-1")
+            latin1.append(number + 1)
+    if not utf8:
+        notes.append(f"{name}: decoded as latin-1 (not valid UTF-8)")
+    else:
+        shown = ", ".join(map(str, latin1[:5])) + (", ..." if len(latin1) > 5 else "")
+        notes.append(
+            f"{name}: {len(latin1)} lines not valid UTF-8 decoded as latin-1 (lines {shown})"
+        )
+    return "\n".join(line if isinstance(line, str) else line.decode("ascii") for line in lines)
 
 
 def _looks_binary(sample: bytes) -> bool:
