@@ -8,7 +8,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import networkx as nx
@@ -218,15 +217,14 @@ def test_bom_and_data_argument_name_the_source():
     assert G.graph["alertclf_source"] == "az://container/graph.json"
 
 
-def test_fifty_thousand_nodes_load_in_seconds():
+def test_fifty_thousand_nodes_load_whole():
+    # How fast: benchmarks/bench.py (parts that must scale on their own).
     G = synthetic_layered_graph(50_000, avg_out_degree=2, seed=1)
     data = json.dumps(nx.node_link_data(G, edges="links")).encode()
-    started = time.perf_counter()
     H = load_graph("big.json", data=data)
-    elapsed = time.perf_counter() - started
     assert H.number_of_nodes() == 50_000
     assert H.number_of_edges() == G.number_of_edges()
-    assert elapsed < 10, f"loading 50k nodes took {elapsed:.1f}s"
+    assert set(H.edges) == {(str(u), str(v)) for u, v in G.edges}
 
 
 @pytest.mark.parametrize(
@@ -461,15 +459,13 @@ def test_unwritable_cache_dir_does_not_fail(tmp_path, caplog):
     assert "could not write graph feature cache" in caplog.text
 
 
-def test_five_thousand_node_graph_is_fast():
+def test_five_thousand_node_graph_has_every_feature():
+    # How fast: benchmarks/bench.py (parts that must scale on their own).
     G = synthetic_layered_graph(5000, seed=1)
     assert 15_000 < G.number_of_edges() < 25_000
-    started = time.perf_counter()
     f = compute_graph_features(G)
-    elapsed = time.perf_counter() - started
     assert f.shape == (5000, len(FEATURE_COLUMNS))
     assert not f.isna().any().any()
-    assert elapsed < 5, f"features on 5,000 nodes took {elapsed:.2f}s"
 
 
 def test_real_topology_features():

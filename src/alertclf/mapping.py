@@ -4,7 +4,8 @@ Monitoring systems name a service differently from the dependency graph: case
 (``PaymentService``), separators (``payment_service``), environments (``prod-``,
 ``-staging``), Kubernetes forms (``payment-service.default.svc.cluster.local``,
 ``shop/payment-service``), pod names (``payment-service-7d9f8c6b5-x2x9k``,
-``redis-cart-0``), regions (``-us-east-1``) and abbreviations (``svc``, ``db``).
+``redis-cart-0``), regions (``-us-east-1``), releases (``-v2``, ``-blue``), URLs
+(``http://payment-service:8080/charge``) and abbreviations (``svc``, ``db``).
 
 A name is tried against the graph in order; the first unambiguous hit wins:
 
@@ -106,6 +107,7 @@ _INSTANCE_TOKENS = frozenset(
     {
         "replica", "replicas", "primary", "secondary", "master", "slave", "leader",
         "follower", "canary", "standby", "pod", "deployment", "deploy", "statefulset", "sts",
+        "blue", "green",
     }
 )  # fmt: skip
 _ABBREVIATIONS = {"svc": "service", "srv": "service", "database": "db", "gw": "gateway"}
@@ -144,6 +146,10 @@ _REGION_SUFFIX = re.compile(r"-" + _REGION + r"$")
 _REGION_PREFIX = re.compile(r"^" + _REGION + r"-(?![0-9])")  # all of "eu-west-1-", not "eu-west-"
 _K8S_DNS = re.compile(r"^([^.]+)\.[^.]+\.svc(?:\..*)?$")
 _PORT = re.compile(r":\d+$")
+# scheme://[user@]host[:port][/path...]: group 1 is host[:port]
+_URL = re.compile(r"^[a-z][a-z0-9+.\-]*://(?:[^@/?#]*@)?([^/?#]+)")
+# A release suffix (``frontend-v2``): the same service, another version of it.
+_VERSION = re.compile(r"v\d{1,3}")
 _SEPARATORS = re.compile(r"[\W_]+")
 _CAMEL = re.compile(r"(?<=[a-z])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
 
@@ -153,9 +159,10 @@ def normalize_service_name(name: str) -> str:
     """Canonical form of a name: ``PROD_Payment-SVC-7d9f8c6b5-x2x9k`` -> ``payment-service``.
 
     Folds case and separators (``-``, ``_``, ``.``, spaces, ...), takes the service out of
-    Kubernetes forms (``ns/name``, ``name.ns.svc[.cluster.local]``, ``:port``), expands
-    abbreviations (``svc`` -> ``service``, ``database`` -> ``db``) and strips environment
-    prefixes/suffixes, pod and replica suffixes, ordinals and region suffixes, but never
+    Kubernetes forms (``ns/name``, ``name.ns.svc[.cluster.local]``, ``:port``) and URLs
+    (``http://name:8080/path``), expands abbreviations (``svc`` -> ``service``,
+    ``database`` -> ``db``) and strips environment prefixes/suffixes, pod and replica
+    suffixes, ordinals, release suffixes (``v2``, ``blue``) and region suffixes, but never
     strips a name down to nothing. Pure and idempotent; case- and separator-insensitive
     (except that a Kubernetes DNS name is recognised by its dots).
     """
@@ -205,20 +212,30 @@ def _name_tokens_once(text: str, *, camel: bool) -> list[str]:
     text = unicodedata.normalize("NFKC", text).strip()
     if camel:
         text = _CAMEL.sub("-", text)
-    text = unicodedata.normalize("NFKC", text.casefold())
-    if "/" in text:  # namespace/name, pod/name, cluster/namespace/name
-        parts = [p for p in text.split("/") if p.strip()]
-        text = parts[-1] if parts else ""
-    text = _PORT.sub("", text.strip())
-    match = _K8S_DNS.match(text)
-    if match:
-        text = match.group(1)
+    text = _service_part(unicodedata.normalize("NFKC", text.casefold()))
     tokens = [_ABBREVIATIONS.get(t, t) for t in _SEPARATORS.split(text) if t]
     return _strip_decorations(tokens)
 
 
+def _service_part(text: str) -> str:
+    """The part of a case-folded name that names the service: the host of a URL
+    (``http://cart:8080/api``, whose last path segment names an endpoint, not a
+    service), the last segment of ``namespace/name``, without a ``:port`` or a
+    Kubernetes DNS name's namespace and domain."""
+    url = _URL.match(text.strip())
+    if url:
+        text = url.group(1)
+    elif "/" in text:  # namespace/name, pod/name, cluster/namespace/name
+        parts = [p for p in text.split("/") if p.strip()]
+        text = parts[-1] if parts else ""
+    text = _PORT.sub("", text.strip())
+    match = _K8S_DNS.match(text)
+    return match.group(1) if match else text
+
+
 def _strip_decorations(tokens: list[str]) -> list[str]:
-    """Drop environment, instance, pod, ordinal and region decorations at the ends."""
+    """Drop environment, instance, pod, ordinal, release and region decorations at the
+    ends."""
     steps = list(_strip_steps(tokens))
     return steps[-1]
 
@@ -242,6 +259,7 @@ def _strip_steps(tokens: list[str]) -> Iterator[list[str]]:
             last in _ENV_TOKENS
             or last in _INSTANCE_TOKENS
             or (last.isascii() and last.isdigit())
+            or _VERSION.fullmatch(last)
             or _is_hash(last, need_digit=False)
         ):
             tokens = tokens[:-1]
@@ -257,14 +275,7 @@ def decoration_stages(name: str) -> list[str]:
     :func:`_strip_steps`), the whole name first; then the same with leading environment
     words removed first."""
     text = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", str(name)).casefold())
-    if "/" in text:
-        parts = [p for p in text.split("/") if p.strip()]
-        text = parts[-1] if parts else ""
-    text = _PORT.sub("", text.strip())
-    match = _K8S_DNS.match(text)
-    if match:
-        text = match.group(1)
-    tokens = [t for t in _SEPARATORS.split(text) if t]
+    tokens = [t for t in _SEPARATORS.split(_service_part(text)) if t]
     stages = ["-".join(step) for step in _strip_steps(tokens)]
     # Environment prefixes too, before any suffix: prod-edge-gateway-13.
     start = 0
