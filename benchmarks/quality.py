@@ -40,7 +40,7 @@ from alertclf.evaluation import (
 from alertclf.flows import combine_batches, split_holdout
 from alertclf.graph import load_graph
 from alertclf.io.alerts import normalize_alerts
-from alertclf.pipeline import GraphContext, prepare_batch, replay_batches, train
+from alertclf.pipeline import GraphContext, learn_timing, prepare_batch, replay_batches, train
 from alertclf.settings import Settings
 from alertclf.simulate import SimulationConfig, describe, simulate
 
@@ -85,6 +85,8 @@ def run_scenario(scenario: str, seed: int, days: float, graph, settings: Setting
     alerts = canonical(sim.alerts, settings)
     context = GraphContext.build(sim.graph, settings)
     history, rest = split_holdout(alerts, 0.75)
+    # As retrain does: the estate's propagation lag learned from the history.
+    settings, _ = learn_timing(history, context, settings)
     prepared = prepare_batch(history, context, settings)
     model, profiles = train(prepared, settings)
     started = time.perf_counter()

@@ -473,6 +473,23 @@ def test_a_new_symptom_long_after_the_trouble_on_its_path_is_a_new_problem() -> 
     assert out["group_id"].nunique() == 1
 
 
+def test_where_faults_travel_slowly_the_symptom_bounds_follow_the_learned_lag() -> None:
+    # A caller rule with `for: 5m`: api's symptom fires 7 minutes after db went down and
+    # web's 6 minutes after api's. With the default bounds (5 minutes) each starts an
+    # incident of its own; with the estate's learned lag of 4 minutes per hop (bounds of
+    # two hops: 8 minutes) they are db's incident.
+    rows = [alert(0, "db", DB_DOWN), alert(7, "api", LATENCY), alert(13, "web", ERRORS)]
+    out, _ = run(rows, CHAIN)
+    assert out["group_id"].nunique() == 3
+    out, _ = run(rows, CHAIN, Settings(propagation_lag_minutes=4))
+    assert out["group_id"].nunique() == 1
+    assert list(out["reason"]) == ["new", "symptom", "symptom"]
+    # A symptom still has to be recent next to its path: 9 minutes is past two hops.
+    out, _ = run([alert(0, "db", DB_DOWN), alert(9, "api", LATENCY)], CHAIN,
+                 Settings(propagation_lag_minutes=4))  # fmt: skip
+    assert out["group_id"].nunique() == 2
+
+
 def test_symptom_joins_only_through_an_alerting_dependency() -> None:
     # web is a caller of db, but nothing on its path (api) is alerting: web's errors are
     # not explained by db's group.
@@ -507,19 +524,28 @@ def test_no_reroot_when_the_symptom_is_much_older_than_the_cause() -> None:
     assert sorted(result.groups["root"]) == ["api", "db"]
 
 
-def test_no_reroot_on_a_two_hop_echo_only_direct_callers_re_root() -> None:
-    # api (1 hop) and web (2 hops) both show symptoms of db before db's own alert. Only
-    # direct callers may re-root (documented rule 3): web's echo keeps its group, and the
-    # direct caller api's symptom group is not re-rooted because web joined it first.
+def test_a_two_hop_echo_is_rerooted_only_within_one_hops_lag() -> None:
+    # api (1 hop) and web (2 hops) both show symptoms of db before db's own alert. Within
+    # one hop's propagation lag of the group's first alert (2 minutes by default) db's
+    # alert takes the whole group: its echoes simply outran it (documented rule 3).
     rows = [alert(0, "api", LATENCY), alert(1, "web", ERRORS), alert(2, "db", DB_DOWN)]
     out, result = run(rows, CHAIN)
+    assert out["group_id"].nunique() == 1
+    assert list(out["reason"]) == ["new", "symptom", "reroot"]
+    assert list(result.groups["root"]) == ["db"]
+    # Later, a group that reaches two hops up is more likely api's own trouble than a
+    # fault below still waiting to alert: db's alert starts a group of its own.
+    late = [alert(0, "api", LATENCY), alert(1, "web", ERRORS), alert(3, "db", DB_DOWN)]
+    out, result = run(late, CHAIN)
     assert out["group_id"].nunique() == 2
     assert "reroot" not in set(out["reason"])
-    direct = [alert(0, "api", LATENCY), alert(2, "db", DB_DOWN)]
+    # Where faults travel slower (a learned lag of 4 minutes), 3 minutes is still soon.
+    out, _ = run(late, CHAIN, Settings(propagation_lag_minutes=4))
+    assert out["group_id"].nunique() == 1
+    # A group of direct callers only is re-rooted for as long as before (5 minutes).
+    direct = [alert(0, "api", LATENCY), alert(3, "db", DB_DOWN)]
     out, result = run(direct, CHAIN)
     assert out["group_id"].nunique() == 1
-    assert out["reason"].iloc[1] == "reroot"
-    assert result.groups["root"].tolist() == ["db"]
 
 
 def test_network_alert_on_a_caller_is_its_own_problem() -> None:

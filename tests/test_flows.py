@@ -178,6 +178,12 @@ def test_classify_uses_production_and_records_it(scenario, tmp_path):
     run = mlflow.get_run(outcome.mlflow_run_id)
     assert run.data.tags["model.version"] == "1"
     assert run.data.metrics["rows_new"] == len(final)
+    # Grouped with the propagation lag the model learned from its history (the
+    # simulator's faults take 0.5-3 minutes a hop).
+    learned = tracking.load_model("alert-clustering", version="1").metadata
+    assert 1.0 <= learned["propagation_lag_minutes"] <= 3.5
+    assert learned["settings"]["propagation_lag_minutes"] == learned["propagation_lag_minutes"]
+    assert run.data.metrics["propagation_lag_minutes"] == learned["propagation_lag_minutes"]
     client = mlflow.MlflowClient()
     logged = {a.path for a in client.list_artifacts(run.info.run_id, "results")}
     assert {"results/incident_groups.csv", "results/alert_consolidation_final.csv"} <= logged

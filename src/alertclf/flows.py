@@ -40,13 +40,15 @@ from alertclf.pipeline import (
     BatchResult,
     GraphContext,
     Prepared,
+    learn_timing,
     prepare_batch,
     replay_batches,
     score_batch,
     train,
 )
 from alertclf.report import CHARTS_DIR, REPORT_FILE, chart_tables
-from alertclf.settings import Settings
+from alertclf.settings import DEFAULT_PROPAGATION_LAG_MINUTES, Settings
+from alertclf.timing import with_learned_lag
 from alertclf.warmup import import_in_background
 
 logger = logging.getLogger(__name__)
@@ -210,6 +212,8 @@ def classify(
     ):
         tracking.log_settings(settings)
         loaded, bootstrapped = _production_or_bootstrap(new, context, settings, bootstrap, state)
+        settings = with_model_timing(settings, loaded)
+        log_timing(settings)
         t0 = time.perf_counter()
         prepared = prepare_batch(new, context, settings, state.pipeline_state(), scoring=True)
         result = score_batch(prepared, loaded.predict, loaded.profiles, context, settings)
@@ -624,6 +628,27 @@ def _supersede_uncommitted(output: Path, state: RunState) -> None:
             shutil.move(str(folder), str(target))
 
 
+def with_model_timing(settings: Settings, loaded: tracking.LoadedModel) -> Settings:
+    """The settings to group with under ``loaded``: the propagation lag it learned from
+    its history (alertclf.timing), unless the settings configure one."""
+    timed = with_learned_lag(settings, loaded.metadata.get("propagation_lag_minutes"))
+    logger.info("grouping with a propagation lag of %s", _lag_text(timed))
+    return timed
+
+
+def log_timing(settings: Settings) -> None:
+    """The propagation lag this run groups with, as a metric of the active run."""
+    minutes = settings.propagation_lag_minutes or DEFAULT_PROPAGATION_LAG_MINUTES
+    tracking.log_metrics({"propagation_lag_minutes": minutes})
+
+
+def _lag_text(settings: Settings) -> str:
+    minutes = settings.propagation_lag_minutes
+    if minutes is None:
+        return f"{DEFAULT_PROPAGATION_LAG_MINUTES:g} min (default)"
+    return f"{minutes:g} min"
+
+
 def _production_or_bootstrap(
     new: pd.DataFrame, context: GraphContext, settings: Settings, bootstrap: bool, state: RunState
 ) -> tuple[tracking.LoadedModel, bool]:
@@ -642,6 +667,7 @@ def _production_or_bootstrap(
             f"{settings.min_clustering_samples}); run `alertclf retrain --history ...` first"
         )
     logger.warning("no production model in the registry: training a first one on this batch")
+    settings, _ = learn_timing(new, context, settings)
     prepared = prepare_batch(new, context, settings, state.pipeline_state())
     version, _ = _train_and_register(prepared, settings, context, source="bootstrap")
     decision = {
@@ -777,6 +803,8 @@ def retrain(
             }
         )
         t0 = time.perf_counter()
+        settings, lag = learn_timing(train_alerts, context, settings)
+        tracking.log_metrics({"propagation_lag_samples": lag.samples})
         prepared = prepare_batch(train_alerts, context, settings)
         held = prepare_batch(holdout, context, settings, prepared.state)
         seconds = {"prepare": time.perf_counter() - t0}
@@ -848,6 +876,7 @@ def _train_and_register(
         {
             "model.selected_algorithm": model.algorithm_,
             "model.selected_params": model.selected_["params"],
+            "model.propagation_lag_minutes": _lag_text(settings),
         }
     )
     tracking.log_table(model.candidates_, "candidates.csv")
@@ -864,6 +893,9 @@ def _train_and_register(
         "data_window": window,
         "graph_fingerprint": context.fingerprint,
         "source": source,
+        # Learned from this history unless configured (alertclf.timing); classify groups
+        # with it (with_model_timing).
+        "propagation_lag_minutes": settings.propagation_lag_minutes,
         "trained_at": datetime.now(UTC).isoformat(),
         "package_version": __version__,
         "settings": settings.model_dump(),
@@ -1124,11 +1156,13 @@ def replay(
     trained = model is None
     if trained:
         train_alerts, data = split_holdout(data, 1 - train_fraction)
+        settings, _ = learn_timing(train_alerts, context, settings)
         prepared = prepare_batch(train_alerts, context, settings)
         fitted, profiles = train(prepared, settings)
         predict = fitted.predict_details
         state = prepared.state
     else:
+        settings = with_model_timing(settings, model)
         predict, profiles, state = model.predict, model.profiles, None
     results, _ = replay_batches(
         data, context, settings, predict, profiles, batch_minutes, state, progress=True

@@ -41,6 +41,7 @@ from alertclf.ranking import (
     root_causes,
 )
 from alertclf.settings import Settings
+from alertclf.timing import PropagationLag, estimate_propagation_lag, with_learned_lag
 
 logger = logging.getLogger(__name__)
 
@@ -400,6 +401,24 @@ def batch_statistics(
         )
         stats.update({f"batch_{k}": v for k, v in metrics.items()})
     return stats
+
+
+def learn_timing(
+    alerts: pd.DataFrame, context: GraphContext, settings: Settings
+) -> tuple[Settings, PropagationLag]:
+    """The settings to group ``alerts`` (history) and later batches with: the estate's
+    propagation lag learned from them, unless ``settings`` configure one."""
+    if settings.propagation_lag_minutes is not None:
+        return settings, PropagationLag(settings.propagation_lag_minutes, 0, 0.0)
+    mapped = enrich_alerts(alerts, context.graph, settings, context.mapper)
+    lag = estimate_propagation_lag(mapped, context.index, settings.time_window_minutes)
+    logger.info(
+        "propagation lag: %s (%d onsets with trouble on their path, %.0f beyond chance)",
+        "too little propagation to learn it" if lag.minutes is None else f"{lag.minutes:g} min",
+        lag.samples,
+        lag.excess,
+    )
+    return with_learned_lag(settings, lag.minutes), lag
 
 
 def train(prepared: Prepared, settings: Settings, algorithm: str | None = None):

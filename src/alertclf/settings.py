@@ -25,6 +25,12 @@ class SettingsError(AlertclfError, ValueError):
     """A setting is unknown, ill-typed or out of range; the message says which and why."""
 
 
+# Until an estate's propagation lag is learned (see alertclf.timing): the simulator's
+# per-hop lags are 0.5-3 minutes, and 2 minutes keeps every bound consolidation had
+# before the lag was learned.
+DEFAULT_PROPAGATION_LAG_MINUTES = 2.0
+
+
 class Settings(BaseModel):
     """Every tunable of alertclf, with the seed's constants as defaults."""
 
@@ -83,6 +89,20 @@ class Settings(BaseModel):
         description=(
             "Recency (minutes) a symptom's kind is worth per e-fold of fit with one "
             "incident's kind of fault over another's; 0 ignores the kind."
+        ),
+    )
+
+    # How long a fault takes to show on its callers' alerts (per hop: propagation, rule
+    # evaluation, ``for:`` clauses). Unset, retrain learns it from the history
+    # (alertclf.timing) and the model carries it to classify.
+    propagation_lag_minutes: float | None = Field(
+        None,
+        gt=0,
+        le=120,
+        description=(
+            "Typical minutes from a service's trouble to its callers' symptom alerts; "
+            f"unset: learned from history at retrain ({DEFAULT_PROPAGATION_LAG_MINUTES:g} "
+            "until a model has learned it)."
         ),
     )
 

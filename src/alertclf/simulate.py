@@ -135,6 +135,12 @@ class SimulationConfig:
     unknown_incident_share: float = 0.05
     unknown_noise_share: float = 0.25
     max_hops: int = 3
+    # Minutes from a fault to its root's first alert, and per hop from a service's
+    # trouble to its callers' symptom alerts: propagation plus each alert rule's
+    # evaluation interval and ``for:`` clause (a caller rule with ``for: 5m`` fires
+    # minutes after its dependency's).
+    root_delay_minutes: tuple[float, float] = (0.0, 1.5)
+    hop_delay_minutes: tuple[float, float] = (0.5, 3.0)
     dedup_window_minutes: float = 15.0
     start: str = "2026-01-05T00:00:00Z"
     extra: dict = field(default_factory=dict)
@@ -151,6 +157,8 @@ class SimulationConfig:
             "unknown_incident_share": 0 <= self.unknown_incident_share <= 1,
             "unknown_noise_share": 0 <= self.unknown_noise_share <= 1,
             "max_hops": 0 <= self.max_hops <= 20,
+            "root_delay_minutes": 0 <= self.root_delay_minutes[0] <= self.root_delay_minutes[1],
+            "hop_delay_minutes": 0 <= self.hop_delay_minutes[0] <= self.hop_delay_minutes[1],
         }
         for name, ok in checks.items():
             if not ok:
@@ -329,7 +337,7 @@ def simulate(config: SimulationConfig, graph: nx.DiGraph | None = None) -> Simul
         root_types = alert_types_for(kind, family)
         n_types = 1 + int(rng.random() < 0.5 and len(root_types) > 1)
         for a in rng.choice(len(root_types), size=n_types, replace=False):
-            first = t0 + rng.uniform(0, 1.5)
+            first = t0 + rng.uniform(*config.root_delay_minutes)
             _emit_firing(
                 rows,
                 names,
@@ -354,7 +362,7 @@ def simulate(config: SimulationConfig, graph: nx.DiGraph | None = None) -> Simul
                     if caller in seen or rng.random() >= prob:
                         continue
                     seen.add(caller)
-                    nxt[caller] = delay + rng.uniform(0.5, 3.0)
+                    nxt[caller] = delay + rng.uniform(*config.hop_delay_minutes)
             for caller, delay in sorted(nxt.items()):
                 ckind = kinds[caller]
                 sym_family = _pick_weighted(SYMPTOMS_BY_FAULT[family], ckind, rng, symptom=True)

@@ -1333,6 +1333,8 @@ def classify_flow(
             loaded, bootstrapped = f._production_or_bootstrap(
                 first, context, settings, bootstrap, state
             )
+        settings = f.with_model_timing(settings, loaded)
+        f.log_timing(settings)
         t0 = time.perf_counter()
         result = run_pipeline_spark(
             spark, settings, data, new, context, loaded, state.pipeline_state()
@@ -1495,6 +1497,7 @@ def replay_flow(
             "registry has none (or --no-registry was given): run `alertclf retrain` first, "
             "or replay with --engine local (which trains in-process)"
         )
+    settings = f.with_model_timing(settings, model)
     spark = spark_session(settings.spark_master)
     context = GraphContext.build(f._load_graph(graph), settings)
     data = read_alerts_spark(spark, alerts, settings)
