@@ -76,7 +76,7 @@ def test_a_short_history_teaches_no_lag_and_the_default_stays() -> None:
     alerts, context = simulated((0.5, 3.0))
     alerts = alerts.sort_values("timestamp").head(80)  # the first minutes of the history
     settings, lag = learn_timing(alerts, context, SETTINGS)
-    assert lag.minutes is None and lag.samples < 20
+    assert lag.minutes is None and lag.samples < 10
     assert settings.propagation_lag_minutes is None  # consolidation's default applies
     empty = estimate_propagation_lag(alerts.iloc[:0], context.index, 15)
     assert empty.minutes is None and empty.samples == 0

@@ -57,7 +57,7 @@ def estimate_propagation_lag(
     quantile: float = 0.75,
     horizon_minutes: float = 30.0,
     bin_minutes: float = 0.5,
-    min_samples: int = 20,
+    min_samples: int = 10,
 ) -> PropagationLag:
     """The propagation lag of the estate the mapped ``alerts`` come from (columns
     ``timestamp, service, mapped_service, alert_name``). Cost: one sort of the alerts and
