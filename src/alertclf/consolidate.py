@@ -530,7 +530,7 @@ class _Grouper:
         self.max_span = settings.group_max_span_minutes * NS_PER_MINUTE
         # How long a fault takes to show on a caller's alerts (alertclf.timing): learned
         # per estate, else the default.
-        hop_minutes = settings.propagation_lag_minutes or DEFAULT_PROPAGATION_LAG_MINUTES
+        hop_minutes = settings.hop_lag_minutes
         self.hop_lag = round(hop_minutes * NS_PER_MINUTE)
         # A cause's own first alert lags its fault by a scrape or two however fast the
         # fault travels: re-rooting a two-hop echo waits at least the default lag.

@@ -47,7 +47,7 @@ from alertclf.pipeline import (
     train,
 )
 from alertclf.report import CHARTS_DIR, REPORT_FILE, chart_tables
-from alertclf.settings import DEFAULT_PROPAGATION_LAG_MINUTES, Settings
+from alertclf.settings import Settings
 from alertclf.timing import with_learned_lag
 from alertclf.warmup import import_in_background
 
@@ -638,15 +638,12 @@ def with_model_timing(settings: Settings, loaded: tracking.LoadedModel) -> Setti
 
 def log_timing(settings: Settings) -> None:
     """The propagation lag this run groups with, as a metric of the active run."""
-    minutes = settings.propagation_lag_minutes or DEFAULT_PROPAGATION_LAG_MINUTES
-    tracking.log_metrics({"propagation_lag_minutes": minutes})
+    tracking.log_metrics({"propagation_lag_minutes": settings.hop_lag_minutes})
 
 
 def _lag_text(settings: Settings) -> str:
-    minutes = settings.propagation_lag_minutes
-    if minutes is None:
-        return f"{DEFAULT_PROPAGATION_LAG_MINUTES:g} min (default)"
-    return f"{minutes:g} min"
+    default = " (default)" if settings.propagation_lag_minutes is None else ""
+    return f"{settings.hop_lag_minutes:g} min{default}"
 
 
 def _production_or_bootstrap(

@@ -106,6 +106,12 @@ class Settings(BaseModel):
         ),
     )
 
+    @property
+    def hop_lag_minutes(self) -> float:
+        """The propagation lag consolidation works with: the configured or learned one,
+        else the default."""
+        return self.propagation_lag_minutes or DEFAULT_PROPAGATION_LAG_MINUTES
+
     # --- clustering -----------------------------------------------------------------
     algorithm: Algorithm = Field("auto", description="Clustering algorithm; auto tries all four.")
     kmeans_k_min: int = Field(2, ge=2, le=500)

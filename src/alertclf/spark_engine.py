@@ -82,7 +82,7 @@ from alertclf.consolidate import (
 )
 from alertclf.dedup import DedupState
 from alertclf.errors import AlertclfError
-from alertclf.io.alerts import InputError, _concat_rejected, as_rejected
+from alertclf.io.alerts import InputError, as_rejected, concat_rejected
 from alertclf.mapping import ENRICHMENT_COLUMNS
 from alertclf.pipeline import GraphContext, PipelineState
 from alertclf.settings import Settings
@@ -1311,7 +1311,7 @@ def classify_flow(
     skipped = (already, data.rows_accepted - rows_new - len(late) - already, len(late))
     data = replace(
         data,
-        rejected=_concat_rejected([data.rejected, as_rejected(late, reasons)]),
+        rejected=concat_rejected([data.rejected, as_rejected(late, reasons)]),
         rows_accepted=data.rows_accepted - len(late),
     )
     logger.info(

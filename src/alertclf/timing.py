@@ -64,9 +64,10 @@ def estimate_propagation_lag(
     one search per active dependency edge; no pair of alerts is enumerated."""
     if len(alerts) == 0:
         return PropagationLag(None, 0, 0.0)
-    onsets = _onsets(alerts, window_minutes * NS_PER_MINUTE)
-    horizon = int(horizon_minutes * NS_PER_MINUTE)
-    observed = _path_lags(onsets, index, horizon, shift=0)
+    path_lags = _PathLags(
+        _onsets(alerts, window_minutes * NS_PER_MINUTE), index, int(horizon_minutes * NS_PER_MINUTE)
+    )
+    observed = path_lags(shift=0)
     if len(observed) < min_samples:
         return PropagationLag(None, len(observed), 0.0)
     edges = np.arange(0.0, horizon_minutes + bin_minutes, bin_minutes)
@@ -74,7 +75,7 @@ def estimate_propagation_lag(
     chance = np.mean(
         [
             np.histogram(
-                _path_lags(onsets, index, horizon, int(h * 60 * NS_PER_MINUTE)) / NS_PER_MINUTE,
+                path_lags(shift=int(h * 60 * NS_PER_MINUTE)) / NS_PER_MINUTE,
                 edges,
             )[0]
             for h in NULL_SHIFTS_HOURS
@@ -114,34 +115,45 @@ def _onsets(alerts: pd.DataFrame, window_ns: float) -> pd.DataFrame:
     ).reset_index(drop=True)
 
 
-def _path_lags(onsets: pd.DataFrame, index: CallerIndex, horizon: int, shift: int) -> np.ndarray:
-    """Per symptom onset on a service in the graph: ns since the latest onset on one of
-    its direct dependencies (shifted by ``shift``, around the span) within ``horizon``;
-    onsets with none are left out."""
-    start = int(onsets["t"].min())
-    span = int(onsets["t"].max()) - start + 1
-    times = {
-        # Shifted around the history's span (not off its ends, which would lose matches
-        # near them and make chance look rarer than it is).
-        key: np.sort((group.to_numpy() - start + shift) % span + start)
-        for key, group in onsets.groupby("key")["t"]
-    }
-    symptoms = onsets[onsets["symptom"].to_numpy()]
-    best = np.full(len(symptoms), np.iinfo(np.int64).max, dtype=np.int64)
-    rows = np.arange(len(symptoms))
-    for key, positions in symptoms.groupby("key").indices.items():
-        if key not in index:
-            continue
-        at = symptoms["t"].to_numpy()[positions]
-        for dependency in index.dependencies(key):
-            theirs = times.get(dependency)
-            if theirs is None:
-                continue
-            before = np.searchsorted(theirs, at, side="right") - 1
-            found = before >= 0
-            lag = np.where(found, at - theirs[np.maximum(before, 0)], np.iinfo(np.int64).max)
-            np.minimum.at(best, rows[positions], lag)
-    return best[best <= horizon]
+class _PathLags:
+    """Each symptom onset's lag behind the latest onset on one of its service's direct
+    dependencies. The onsets are grouped by service once; every shift of the
+    dependencies' onsets (the observed lags, then the chance-only ones) reuses them."""
+
+    def __init__(self, onsets: pd.DataFrame, index: CallerIndex, horizon: int) -> None:
+        self.index, self.horizon = index, horizon
+        self.start = int(onsets["t"].min())
+        self.span = int(onsets["t"].max()) - self.start + 1
+        self.times = {key: group.to_numpy() for key, group in onsets.groupby("key")["t"]}
+        symptoms = onsets[onsets["symptom"].to_numpy()]
+        self.symptoms = {
+            key: group.to_numpy() for key, group in symptoms.groupby("key")["t"] if key in index
+        }
+
+    def __call__(self, shift: int) -> np.ndarray:
+        """ns of the lags within the horizon, the dependencies' onsets moved by ``shift``
+        around the history's span (not off its ends, which would lose matches near them
+        and make chance look rarer than it is); onsets with none are left out."""
+        if shift:
+            times = {
+                key: np.sort((t - self.start + shift) % self.span + self.start)
+                for key, t in self.times.items()
+            }
+        else:
+            times = {key: np.sort(t) for key, t in self.times.items()}
+        never = np.iinfo(np.int64).max
+        lags = []
+        for key, at in self.symptoms.items():
+            best = np.full(len(at), never, dtype=np.int64)
+            for dependency in self.index.dependencies(key):
+                theirs = times.get(dependency)
+                if theirs is None:
+                    continue
+                before = np.searchsorted(theirs, at, side="right") - 1
+                lag = np.where(before >= 0, at - theirs[np.maximum(before, 0)], never)
+                np.minimum(best, lag, out=best)
+            lags.append(best[best <= self.horizon])
+        return np.concatenate(lags) if lags else np.array([], dtype=np.int64)
 
 
 def with_learned_lag(settings: Settings, minutes: object) -> Settings:

@@ -212,7 +212,7 @@ def read_alert_source(
         structural, n_cut = _truncate_frame(structural, settings.max_field_chars)
         if n_cut:
             notes.append(f"{name}: {n_cut} fields of malformed rows truncated")
-        rejected = _concat_rejected([rejected, structural]).sort_values(
+        rejected = concat_rejected([rejected, structural]).sort_values(
             "source_row", kind="stable", ignore_index=True
         )
     logger.info(
@@ -1197,7 +1197,7 @@ def _rejected_frame(
     return pd.DataFrame(data)
 
 
-def _concat_rejected(frames: list[pd.DataFrame]) -> pd.DataFrame:
+def concat_rejected(frames: list[pd.DataFrame]) -> pd.DataFrame:
     frames = [f for f in frames if len(f.columns)]
     nonempty = [f for f in frames if len(f)] or frames[:1]
     combined = pd.concat(nonempty, ignore_index=True) if len(nonempty) > 1 else nonempty[0]
@@ -1228,7 +1228,7 @@ def reject_accepted(batch: AlertBatch, positions: np.ndarray, reasons: Sequence[
     keep[positions] = False
     return AlertBatch(
         alerts=batch.alerts[keep].reset_index(drop=True),
-        rejected=_concat_rejected(
+        rejected=concat_rejected(
             [batch.rejected, as_rejected(batch.alerts.iloc[positions], reasons)]
         ),
         rows_read=batch.rows_read,
@@ -1262,7 +1262,7 @@ def _combine(batches: list[AlertBatch]) -> AlertBatch:
     combined = pd.concat(alerts, ignore_index=True) if alerts else _empty_alerts()
     return AlertBatch(
         alerts=combined,
-        rejected=_concat_rejected([b.rejected for b in batches]),
+        rejected=concat_rejected([b.rejected for b in batches]),
         rows_read=sum(b.rows_read for b in batches),
         files=[f for b in batches for f in b.files],
         notes=[n for b in batches for n in b.notes],
