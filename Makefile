@@ -100,9 +100,14 @@ format: venv
 	$(VENV)/bin/ruff check --fix src tests entrypoints benchmarks
 	$(VENV)/bin/ruff format src tests entrypoints benchmarks
 
-# Everything but the long load and soak runs (marker `bench`: `make bench`).
+# Everything but the long load and soak runs (marker `bench`: `make bench`), on two
+# pytest-xdist workers taking whole files (tests/conftest.py hands out the longest first):
+# most long tests wait on processes, locks and servers, so two workers on 2 cores took
+# 833 -> 595 s. TEST_WORKERS=0 runs it in one process.
+TEST_WORKERS ?= 2
 test: venv spark java tools browser lint
-	$(VENV)/bin/python -m pytest -q -m "not bench" --durations=15
+	$(VENV)/bin/python -m pytest -q -m "not bench" --durations=15 \
+		-n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 # Speed and memory beside the I/O floor (benchmarks/results.md), quality against ground
 # truth (benchmarks/quality.md), and the 500k-alert storm and 200-cycle scheduler soak.

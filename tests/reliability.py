@@ -23,6 +23,7 @@ functions below must sit in a conftest's namespace for pytest to call them).
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 from collections.abc import Iterator
@@ -193,9 +194,13 @@ def read_rows(path: Path) -> dict[str, Case]:
 
 
 def write_report(path: Path, session_rows: Any) -> None:
-    rows = read_rows(path)
-    rows.update({row.case: row for row in session_rows})
-    path.write_text(render(rows.values()), encoding="utf-8")
+    # `make test` runs two pytest-xdist workers, and each merges its own rows at its end:
+    # the read-merge-write holds an exclusive lock, or one worker's rows could be lost.
+    with open(path.with_name(path.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        rows = read_rows(path)
+        rows.update({row.case: row for row in session_rows})
+        path.write_text(render(rows.values()), encoding="utf-8")
 
 
 def _order(row: Case) -> tuple[int, str]:
