@@ -103,7 +103,7 @@ format: venv
 # Everything but the long load and soak runs (marker `bench`: `make bench`), on two
 # pytest-xdist workers taking whole files (tests/conftest.py hands out the longest first):
 # most long tests wait on processes, locks and servers, so two workers on 2 cores took
-# 833 -> 595 s. TEST_WORKERS=0 runs it in one process.
+# 833 -> 555 s (3 workers: 543 s). TEST_WORKERS=0 runs it in one process.
 TEST_WORKERS ?= 2
 test: venv spark java tools browser lint
 	$(VENV)/bin/python -m pytest -q -m "not bench" --durations=15 \
