@@ -352,6 +352,45 @@ def test_a_symptom_that_fires_again_after_a_pause_joins_the_one_trouble_under_it
     assert (after == {in_b}) is (reason == "resume")
 
 
+# web calls api; api calls dbA and dbB.
+BUSY = graph(("web", "api"), ("api", "dbA"), ("api", "dbB"))
+
+
+@pytest.mark.parametrize(
+    ("api_until", "web_alert", "dbB_from", "reason"),
+    [
+        (60.0, LATENCY, 20.0, "busy"),
+        (10.0, LATENCY, 20.0, "new"),  # api quiet since minute 6: its silence is news
+        (60.0, "WebThingWarning", 20.0, "new"),  # a kind of alert not known as a symptom
+        (60.0, LATENCY, 5.0, "new"),  # B began 17 minutes before: too long ago
+    ],
+)
+def test_a_symptom_through_a_dependency_busy_with_another_incident_joins_the_new_trouble(
+    api_until: float, web_alert: str, dbB_from: float, reason: str
+) -> None:
+    # A: dbA goes down at 0 and api's errors fire for it. B: dbB fails at 20; it slows
+    # api too, but api's error alert already fires for A and cannot fire again for B,
+    # so web's latency at 22 has no alerting path to B. It joins B: the trouble below
+    # a busy dependency that began minutes ago.
+    rows = [
+        *firing(0.0, 60, "dbA", DB_DOWN),
+        *firing(1.0, api_until, "api", ERRORS),
+        *firing(dbB_from, 60, "dbB", "RedisDown"),
+        *firing(22.0, 40, "web", web_alert),
+    ]
+    out, _ = run(rows, BUSY)
+    out["minute"] = (out["timestamp"] - T0) / pd.Timedelta(minutes=1)
+    web = out[out["service"] == "web"].sort_values("minute")
+    assert list(web["reason"]) == [reason, "repeat", "repeat", "repeat"]
+    in_b = out.loc[out["service"] == "dbB", "group_id"].iloc[0]
+    assert (set(web["group_id"]) == {in_b}) is (reason == "busy")
+    assert out.loc[out["service"] == "api", "group_id"].nunique() == 1  # api stays in A
+    # Cut in two just before web's first alert: the state carries what the rule reads.
+    cut = out["minute"] < 21.9
+    ids, _, _ = consolidate_in_batches(out, BUSY, SETTINGS, [out[cut], out[~cut]])
+    pd.testing.assert_series_equal(ids, out["group_id"], check_names=False)
+
+
 def test_a_state_saved_before_rule_5_still_loads_and_resumes_nothing() -> None:
     # Its series lack the last field (whether the series was a symptom elsewhere).
     alerts = frame(paused_gateway(40.0, 60.0), THREE)

@@ -38,6 +38,8 @@ FAMILY_LABELS: dict[str, str] = {
     "queue": "Queue backlog",
     "other": "Other alerts",
 }
+# The family of an alert name whose words match no family.
+UNKNOWN_FAMILY = "other"
 
 
 @dataclass(frozen=True)
@@ -145,7 +147,7 @@ def alert_family(alert_name: str) -> str:
         for word in words:
             if word in tokens or (len(word) >= 5 and word in joined):
                 return family
-    return "other"
+    return UNKNOWN_FAMILY
 
 
 # Families a caller can show when one of its dependencies fails.

@@ -51,6 +51,12 @@ only by its relation *to the group's root*, never to an arbitrary member:
    had fired for another incident less than an hour before). A series that was its
    own service's trouble stays its own: on the real telecom alarms, resuming those too
    drew flapping alarms into their neighbours' groups (causal coherence 0.979 -> 0.955).
+6. a new symptom series with no candidate by rules 1-5 joins a trouble that began less
+   than ``root_lag`` ago two hops below, when the direct dependency between is *busy*:
+   alerting, within ``path_quiet``, for other groups only. That dependency's alert rule
+   already fires for an older incident, so the new fault's passage through it is silent
+   (reason ``busy``). Only for alerts the catalogue knows as symptoms: the alert's kind
+   is the whole evidence of the hidden hop.
 
 A group is a candidate only while it is active: its last alert is at most
 ``time_window_minutes`` old and it began at most ``group_max_span_minutes`` ago. Among
@@ -90,8 +96,15 @@ import networkx as nx
 import numpy as np
 import pandas as pd
 
-from alertclf.catalogue import alert_family, best_symptom_fit, can_be_symptom, symptom_fit
+from alertclf.catalogue import (
+    UNKNOWN_FAMILY,
+    alert_family,
+    best_symptom_fit,
+    can_be_symptom,
+    symptom_fit,
+)
 from alertclf.contracts import SEVERITY_ORDINAL
+from alertclf.distinct import per_distinct
 from alertclf.gcpause import gc_paused
 from alertclf.settings import DEFAULT_PROPAGATION_LAG_MINUTES, Settings
 
@@ -119,6 +132,7 @@ REASONS: dict[str, str] = {
     "reroot": "the group's first alerts were symptoms of this service, now its root",
     "follow": "a repeating symptom whose cause went quiet, moved to the trouble still under it",
     "resume": "a symptom firing again after a pause, joining the one trouble alerting under it",
+    "busy": "symptom of new trouble below a dependency whose alert already fires for another",
 }
 UNMAPPED_PREFIX = "?"
 NS_PER_MINUTE = 60 * 10**9
@@ -287,15 +301,6 @@ def service_keys(alerts: pd.DataFrame) -> np.ndarray:
     mapped = shared_strings(alerts["mapped_service"])
     raw = shared_strings(alerts["service"], lambda u: UNMAPPED_PREFIX + u.str.strip().str.lower())
     return np.where(mapped != "", mapped, raw)
-
-
-def per_distinct(
-    values: pd.Series | np.ndarray, func: Callable[[Any], Any], missing: Any, dtype: Any
-) -> np.ndarray:
-    """``func`` of each value as a ``dtype`` array, ``missing`` for a missing value;
-    ``func`` runs once per distinct value: alert streams repeat a few thousand names."""
-    codes, uniques = pd.factorize(values)  # missing -> -1, the last entry below
-    return np.array([*(func(u) for u in uniques), missing], dtype=dtype)[codes]
 
 
 def severity_ordinals(severity: pd.Series) -> np.ndarray:
@@ -665,6 +670,9 @@ class _Grouper:
             ):
                 group = self._sole_live_cause(t, key, exclude="")
                 reason = "resume"
+            if group is None and is_symptom and family != UNKNOWN_FAMILY:
+                group = self._through_busy_dependency(t, key, family)
+                reason = "busy"
             if group is None:
                 group = Group(group_id=_group_id(key, t, alert_id), root=key, start=t, last_seen=t)
                 self._open(group)
@@ -797,6 +805,54 @@ class _Grouper:
                         floor = max(floor, score[1] - best_fit)
         for group in stale:
             self._close(group)
+        return best
+
+    def _through_busy_dependency(self, t: int, key: str, family: str) -> Group | None:
+        """Rule 6: the group of a recent trouble two hops below ``key`` whose path runs
+        through a *busy* direct dependency -- one alerting, within ``path_quiet``, in
+        other groups only. One alert rule on one service fires for one incident at a
+        time: when a new fault below a service that is already alerting for an older
+        incident reaches it, it cannot say so, and its callers' symptoms find no alerting
+        path to the new fault (rule 2). Among such groups, the one whose trouble there
+        began most recently (by its onset on the dependency's dependency, family fit
+        counted as in :func:`_score`), then the nearest root, then the youngest; the
+        trouble must have begun within ``root_lag``, as for rule 2.
+
+        Only for alerts of a kind the catalogue knows as a symptom: that the alert came
+        from below is the whole evidence of the hidden hop (on the real telecom alarms,
+        whose names the catalogue does not know, taking those too lowered causal
+        coherence 0.979 -> 0.972; on the simulated calm runs, seeds 1-40, the rule raised
+        ARI mean 0.9924 -> 0.9935 and on the storm runs the root cause right 0.930 ->
+        0.932)."""
+        if key not in self.index:
+            return None
+        members_of = self.members_of
+        below = self.index.callees(key)
+        floor = t - self.root_lag
+        busy_since = t - self.path_quiet
+        best, best_score, best_id = None, None, ""
+        for dependency in self._alerting(self.index.dependencies(key)):
+            if not any(
+                self._is_active(group, t) and group.members[dependency][1] >= busy_since
+                for group in map(self.active.__getitem__, members_of[dependency])
+            ):
+                continue
+            for further in self._alerting(self.index.dependencies(dependency)):
+                if further == key:
+                    continue
+                for gid, onset in reversed(members_of[further].items()):
+                    if onset < floor:
+                        break  # buckets are in onset order (see _enter)
+                    group = self.active[gid]
+                    if onset > t or dependency in group.members or not self._is_active(group, t):
+                        continue
+                    hops = below.get(group.root)
+                    if hops is None:
+                        continue
+                    fit = _fit_ns(self.fit_ns, symptom_fit(group.cause_family, family))
+                    score = (onset + fit, -hops, group.start)
+                    if _beats(score, gid, best_score, best_id):
+                        best, best_score, best_id = group, score, gid
         return best
 
     def _alerting(self, services: set[str]) -> Iterable[str]:

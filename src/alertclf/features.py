@@ -38,7 +38,8 @@ import numpy as np
 import pandas as pd
 
 from alertclf.catalogue import FAMILIES, alert_family, can_be_symptom
-from alertclf.consolidate import per_distinct, severity_ordinals, to_epoch_ns
+from alertclf.consolidate import severity_ordinals, to_epoch_ns
+from alertclf.distinct import per_distinct
 
 ALERT_FEATURES: tuple[str, ...] = (
     "a_severity",

@@ -28,7 +28,8 @@ import numpy as np
 import pandas as pd
 
 from alertclf.catalogue import can_be_symptom
-from alertclf.consolidate import CallerIndex, per_distinct, service_keys, to_epoch_ns
+from alertclf.consolidate import CallerIndex, service_keys, to_epoch_ns
+from alertclf.distinct import per_distinct
 from alertclf.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -57,7 +58,7 @@ def estimate_propagation_lag(
     quantile: float = 0.75,
     horizon_minutes: float = 30.0,
     bin_minutes: float = 0.5,
-    min_samples: int = 10,
+    min_samples: int = 5,
 ) -> PropagationLag:
     """The propagation lag of the estate the mapped ``alerts`` come from (columns
     ``timestamp, service, mapped_service, alert_name``). Cost: one sort of the alerts and

@@ -40,6 +40,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 
 from alertclf import contracts
+from alertclf.distinct import per_distinct
 from alertclf.errors import AlertclfError
 from alertclf.io.sources import Source, list_sources
 from alertclf.settings import Settings
@@ -383,7 +384,9 @@ def normalize_status(values: pd.Series | Sequence[Any]) -> pd.Series:
 
 def _blank(values: pd.Series) -> np.ndarray:
     """Which of the (trimmed) ``values`` are empty or only invisible characters."""
-    return _per_distinct(values, lambda text: not _INVISIBLE.sub("", text).strip(), bool)
+    return per_distinct(
+        _as_text(values), lambda text: not _INVISIBLE.sub("", text).strip(), True, bool
+    )
 
 
 def parse_timestamps(values: pd.Series | Sequence[Any]) -> tuple[pd.Series, pd.Series]:
@@ -998,15 +1001,7 @@ def _truncate_frame(frame: pd.DataFrame, limit: int) -> tuple[pd.DataFrame, int]
 
 
 def _map_vocabulary(values: pd.Series | Sequence[Any], mapper: Any) -> pd.Series:
-    return pd.Series(_per_distinct(values, mapper, object), dtype="str")
-
-
-def _per_distinct(values: pd.Series | Sequence[Any], mapper: Any, dtype: Any) -> np.ndarray:
-    # Alert streams repeat a handful of distinct values (a million rows name a few
-    # thousand services): map each distinct value once.
-    codes, uniques = pd.factorize(_as_text(values))
-    mapped = np.array([mapper(u) for u in uniques], dtype=dtype)
-    return mapped[codes] if len(codes) else np.array([], dtype=dtype)
+    return pd.Series(per_distinct(_as_text(values), mapper, "", object), dtype="str")
 
 
 def _severity_of(value: str) -> str:
