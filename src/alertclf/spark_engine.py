@@ -409,10 +409,10 @@ def select_new_spark(
     settings: Settings,
     since: str | None = None,
     until: str | None = None,
-    ledger: pd.DataFrame | None = None,
+    ledger_ids: DataFrame | None = None,
 ) -> tuple[DataFrame, DataFrame]:
     """:func:`alertclf.flows.select_new` as Spark filters: the new alerts, and the late
-    ones (to be rejected)."""
+    ones (to be rejected); ``ledger_ids``: :func:`ledger_ids` of the run state's ledger."""
     from pyspark.sql import functions as F
 
     from alertclf.flows import _ledger_start, _utc
@@ -426,8 +426,8 @@ def select_new_spark(
         lower = watermark - pd.Timedelta(minutes=settings.late_arrival_minutes)
         start = pd.Timestamp(_ledger_start(watermark, settings), tz="UTC")
         unseen = alerts
-        if ledger is not None and len(ledger):
-            unseen = alerts.join(F.broadcast(_ledger_ids(alerts, ledger)), "alert_id", "left_anti")
+        if ledger_ids is not None:
+            unseen = alerts.join(F.broadcast(ledger_ids), "alert_id", "left_anti")
         new = unseen.filter(ts >= F.lit(lower.to_pydatetime()))
         late = unseen.filter(
             (ts < F.lit(lower.to_pydatetime())) & (ts >= F.lit(start.to_pydatetime()))
@@ -438,18 +438,22 @@ def select_new_spark(
     return new, late
 
 
-def _count_in_ledger(alerts: DataFrame, ledger: pd.DataFrame) -> int:
+def _count_in_ledger(alerts: DataFrame, ledger_ids: DataFrame | None) -> int:
     """How many of the read alerts an earlier run took or rejected."""
     from pyspark.sql import functions as F
 
-    if not len(ledger):
+    if ledger_ids is None:
         return 0
-    return alerts.join(F.broadcast(_ledger_ids(alerts, ledger)), "alert_id", "left_semi").count()
+    return alerts.join(F.broadcast(ledger_ids), "alert_id", "left_semi").count()
 
 
-def _ledger_ids(alerts: DataFrame, ledger: pd.DataFrame) -> DataFrame:
-    """The ledger's ids as a Spark frame, to broadcast (ids only: a million in ~50 MB)."""
-    return alerts.sparkSession.createDataFrame(_for_spark(ledger[["alert_id"]].copy()))
+def ledger_ids(spark: SparkSession, ledger: pd.DataFrame) -> DataFrame | None:
+    """The ledger's ids as a Spark frame to broadcast (ids only: a million in ~50 MB),
+    None for an empty ledger. Built once a run: the selection and the count of alerts
+    seen before both join it, and each conversion of a million ids costs seconds."""
+    if not len(ledger):
+        return None
+    return spark.createDataFrame(_for_spark(ledger[["alert_id"]].copy()))
 
 
 # --- components ------------------------------------------------------------------------------
@@ -1297,7 +1301,8 @@ def classify_flow(
     data = read_alerts_spark(spark, alerts, settings)
     stage_times["read"] = round(time.perf_counter() - t0, 4)
     ledger = store.read_ledger(state)
-    new, late = select_new_spark(data.alerts, state, settings, since, until, ledger)
+    seen_ids = ledger_ids(spark, ledger)
+    new, late = select_new_spark(data.alerts, state, settings, since, until, seen_ids)
     new = new.persist()
     rows_new = new.count()
     if rows_new == 0:
@@ -1307,7 +1312,7 @@ def classify_flow(
     # Late alerts are few (they arrived after their batch): rejected on the driver.
     late = _to_alerts(late.toPandas())[list(contracts.CANONICAL_COLUMNS)]
     reasons = f.late_reasons(to_epoch_ns(late["timestamp"]), state.watermark, settings)
-    already = _count_in_ledger(data.alerts, ledger) if state.watermark and not since else 0
+    already = _count_in_ledger(data.alerts, seen_ids) if state.watermark and not since else 0
     skipped = (already, data.rows_accepted - rows_new - len(late) - already, len(late))
     data = replace(
         data,
