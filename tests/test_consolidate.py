@@ -391,6 +391,41 @@ def test_a_symptom_through_a_dependency_busy_with_another_incident_joins_the_new
     pd.testing.assert_series_equal(ids, out["group_id"], check_names=False)
 
 
+# travel calls route and basic; basic calls route; food calls travel.
+DETOUR = graph(("travel", "route"), ("travel", "basic"), ("basic", "route"), ("food", "travel"))
+
+
+@pytest.mark.parametrize(
+    ("route_alert", "travel_at", "reason"),
+    [
+        ("ContainerKilled", 6.2, "detour"),
+        (LATENCY, 6.2, "reroot"),  # route's group holds only symptoms: no fault is known
+        ("ContainerKilled", 7.5, "reroot"),  # past root_lag + one hop (5 + 2 minutes)
+    ],
+)
+def test_a_direct_callers_first_symptom_a_hop_late_joins_the_root_still_alerting(
+    route_alert: str, travel_at: float, reason: str
+) -> None:
+    # route's container is killed at 0 and basic's errors follow. The fault reaches
+    # travel the long way round (through a service that does not alert), so food, a
+    # caller of travel, alerts first (a group of its own: nothing below it alerts yet)
+    # and travel's errors come 6.2 minutes after route's first alert, past the 5 minutes
+    # a new symptom series may lag its path (rule 2). They join route's incident;
+    # re-rooting food's group at travel would split the incident.
+    rows = [
+        *firing(0.0, 40, "route", route_alert, every=2.0),
+        *firing(0.5, 40, "basic", ERRORS),
+        *firing(3.7, 40, "food", "UpstreamConnectFailures"),
+        alert(travel_at, "travel", ERRORS),
+    ]
+    out, _ = run(rows, DETOUR)
+    travel = out[out["service"] == "travel"].iloc[0]
+    assert travel["reason"] == reason
+    in_route = out.loc[out["service"] == "route", "group_id"].iloc[0]
+    in_food = out.loc[out["service"] == "food", "group_id"].iloc[0]
+    assert travel["group_id"] == (in_route if reason == "detour" else in_food)
+
+
 def test_a_state_saved_before_rule_5_still_loads_and_resumes_nothing() -> None:
     # Its series lack the last field (whether the series was a symptom elsewhere).
     alerts = frame(paused_gateway(40.0, 60.0), THREE)
@@ -513,18 +548,20 @@ def test_a_new_symptom_long_after_the_trouble_on_its_path_is_a_new_problem() -> 
 
 
 def test_where_faults_travel_slowly_the_symptom_bounds_follow_the_learned_lag() -> None:
-    # A caller rule with `for: 5m`: api's symptom fires 7 minutes after db went down and
-    # web's 6 minutes after api's. With the default bounds (5 minutes) each starts an
-    # incident of its own; with the estate's learned lag of 4 minutes per hop (bounds of
-    # two hops: 8 minutes) they are db's incident.
-    rows = [alert(0, "db", DB_DOWN), alert(7, "api", LATENCY), alert(13, "web", ERRORS)]
+    # A caller rule with `for: 5m`: api's symptom fires 7.5 minutes after db went down
+    # and web's 5.5 minutes after api's. With the default bounds (5 minutes, 7 for a
+    # direct caller's first symptom: rule 7) each starts an incident of its own; with
+    # the estate's learned lag of 4 minutes per hop (bounds of two hops: 8 minutes) they
+    # are db's incident.
+    rows = [alert(0, "db", DB_DOWN), alert(7.5, "api", LATENCY), alert(13, "web", ERRORS)]
     out, _ = run(rows, CHAIN)
     assert out["group_id"].nunique() == 3
     out, _ = run(rows, CHAIN, Settings(propagation_lag_minutes=4))
     assert out["group_id"].nunique() == 1
     assert list(out["reason"]) == ["new", "symptom", "symptom"]
-    # A symptom still has to be recent next to its path: 9 minutes is past two hops.
-    out, _ = run([alert(0, "db", DB_DOWN), alert(9, "api", LATENCY)], CHAIN,
+    # A symptom still has to be recent next to its path: 13 minutes is past two hops
+    # and one more (rule 7).
+    out, _ = run([alert(0, "db", DB_DOWN), alert(13, "api", LATENCY)], CHAIN,
                  Settings(propagation_lag_minutes=4))  # fmt: skip
     assert out["group_id"].nunique() == 2
 

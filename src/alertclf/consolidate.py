@@ -57,6 +57,13 @@ only by its relation *to the group's root*, never to an arbitrary member:
    already fires for an older incident, so the new fault's passage through it is silent
    (reason ``busy``). Only for alerts the catalogue knows as symptoms: the alert's kind
    is the whole evidence of the hidden hop.
+7. a new symptom series on a *direct caller* of an established group's root (rule 2 found
+   nothing: the trouble began more than ``root_lag`` ago) joins that group, before any
+   re-rooting, while the caller is not in the group yet and the root's first alert is
+   at most ``root_lag`` plus one hop's lag old (reason ``detour``): a fault also reaches
+   a direct caller the long way, through a service that does not alert, one hop later.
+   Without it the caller's first alert re-rooted a younger group of its own callers'
+   symptoms (rule 3) and split the incident.
 
 A group is a candidate only while it is active: its last alert is at most
 ``time_window_minutes`` old and it began at most ``group_max_span_minutes`` ago. Among
@@ -133,6 +140,7 @@ REASONS: dict[str, str] = {
     "follow": "a repeating symptom whose cause went quiet, moved to the trouble still under it",
     "resume": "a symptom firing again after a pause, joining the one trouble alerting under it",
     "busy": "symptom of new trouble below a dependency whose alert already fires for another",
+    "detour": "first symptom on a direct caller of the root, one hop later than a symptom's bound",
 }
 UNMAPPED_PREFIX = "?"
 NS_PER_MINUTE = 60 * 10**9
@@ -658,6 +666,9 @@ class _Grouper:
             entry = None
             group = self._best_candidate(t, key, is_symptom, family)
             reason = "root" if group is not None and group.root == key else "symptom"
+            if group is None and is_symptom:
+                group = self._root_still_alerting_below(t, key)
+                reason = "detour"
             if group is None and key in self.index:
                 group = self._reroot(t, key, family)
                 reason = "reroot"
@@ -853,6 +864,35 @@ class _Grouper:
                     score = (onset + fit, -hops, group.start)
                     if _beats(score, gid, best_score, best_id):
                         best, best_score, best_id = group, score, gid
+        return best
+
+    def _root_still_alerting_below(self, t: int, key: str) -> Group | None:
+        """Rule 7: the open, established group rooted at a direct dependency of ``key``
+        whose root's first alert is at most ``root_lag`` plus one hop's lag old, that
+        ``key`` is not in yet; the one whose root began latest (then
+        the youngest group, then the smallest id). Rule 2 bounds a new series' lag behind
+        its path by ``root_lag``, which a fault that reached ``key`` the long way round,
+        through a caller of the root that does not alert, can exceed by one hop.
+
+        Consolidation alone, seeds 1-40 on the usual timing: calm ARI mean 0.9935 ->
+        0.9943, worst 0.928 -> 0.945, storm unchanged (0.888); seeds 1-20 with callers
+        alerting 3-8 minutes after their dependency, calm 0.958 -> 0.965, storm 0.798 ->
+        0.808; with 0.1-1 minute, calm 0.9798 -> 0.9793."""
+        if key not in self.index:
+            return None
+        oldest = t - self.root_lag - self.hop_lag
+        best, best_score, best_id = None, None, ""
+        for dependency in self._alerting(self.index.dependencies(key)):
+            for gid in self.members_of[dependency]:
+                group = self.active[gid]
+                if group.root != dependency or group.symptoms_only or key in group.members:
+                    continue
+                first = group.members[dependency][0]
+                if first < oldest or not self._is_active(group, t):
+                    continue
+                score = (first, group.start)
+                if _beats(score, gid, best_score, best_id):
+                    best, best_score, best_id = group, score, gid
         return best
 
     def _alerting(self, services: set[str]) -> Iterable[str]:
