@@ -51,7 +51,7 @@ only by its relation *to the group's root*, never to an arbitrary member:
    had fired for another incident less than an hour before). A series that was its
    own service's trouble stays its own: on the real telecom alarms, resuming those too
    drew flapping alarms into their neighbours' groups (causal coherence 0.979 -> 0.955).
-6. a new symptom series with no candidate by rules 1-5 joins a trouble that began less
+6. a new symptom series with no candidate by the other rules joins a trouble that began less
    than ``root_lag`` ago two hops below, when the direct dependency between is *busy*:
    alerting, within ``path_quiet``, for other groups only. That dependency's alert rule
    already fires for an older incident, so the new fault's passage through it is silent
@@ -869,10 +869,12 @@ class _Grouper:
     def _root_still_alerting_below(self, t: int, key: str) -> Group | None:
         """Rule 7: the open, established group rooted at a direct dependency of ``key``
         whose root's first alert is at most ``root_lag`` plus one hop's lag old, that
-        ``key`` is not in yet; the one whose root began latest (then
-        the youngest group, then the smallest id). Rule 2 bounds a new series' lag behind
-        its path by ``root_lag``, which a fault that reached ``key`` the long way round,
-        through a caller of the root that does not alert, can exceed by one hop.
+        ``key`` is not in yet; the one whose root began latest (then the youngest group,
+        then the smallest id). Rule 2 bounds a new series' lag behind its path by
+        ``root_lag``, which a fault that reached ``key`` the long way round, through a
+        caller of the root that does not alert, can exceed by one hop. Looked for before
+        re-rooting (rule 3), which would otherwise make ``key`` the root of its own
+        callers' younger symptoms.
 
         Consolidation alone, seeds 1-40 on the usual timing: calm ARI mean 0.9935 ->
         0.9943, worst 0.928 -> 0.945, storm unchanged (0.888); seeds 1-20 with callers
