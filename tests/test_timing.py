@@ -22,9 +22,11 @@ from alertclf.tracking import LoadedModel
 SETTINGS = Settings()
 
 
-def simulated(hop_delay: tuple[float, float], seed: int = 1):
+def simulated(
+    hop_delay: tuple[float, float], seed: int = 1, scenario: str = "storm", days: float = 2
+):
     sim = simulate(
-        SimulationConfig(seed=seed, days=2, scenario="storm", hop_delay_minutes=hop_delay)
+        SimulationConfig(seed=seed, days=days, scenario=scenario, hop_delay_minutes=hop_delay)
     )
     alerts, _ = normalize_alerts(sim.alerts.astype(str), SETTINGS, "simulated.csv")
     return alerts, GraphContext.build(sim.graph, SETTINGS)
@@ -78,11 +80,7 @@ def test_half_a_calm_day_is_enough_to_learn_a_slow_lag(seed) -> None:
     # path, none of them there by chance: enough to tell 3-8 minutes a hop from the
     # 2-minute default (the first quarter of a two-day history is what quality.py trains
     # on; with this lag the slow calm runs' ARI mean rose 0.913 -> 0.958).
-    sim = simulate(
-        SimulationConfig(seed=seed, days=0.5, scenario="calm", hop_delay_minutes=(3.0, 8.0))
-    )
-    alerts, _ = normalize_alerts(sim.alerts.astype(str), SETTINGS, "simulated.csv")
-    context = GraphContext.build(sim.graph, SETTINGS)
+    alerts, context = simulated((3.0, 8.0), seed, scenario="calm", days=0.5)
     settings, lag = learn_timing(alerts, context, SETTINGS)
     assert lag.samples < 10
     assert 5.5 <= lag.minutes <= 8.0

@@ -555,6 +555,9 @@ class _Grouper:
         self.root_lag = max(
             max(1, settings.time_window_minutes // 3) * NS_PER_MINUTE, 2 * self.hop_lag
         )
+        # A direct caller's first symptom may come one hop later than that: the fault
+        # can reach it the long way round, through a service that does not alert (rule 7).
+        self.detour_lag = self.root_lag + self.hop_lag
         # A dependency that re-fires keeps alerting at least every few minutes; silent
         # for two thirds of the window, its trouble is over (rule 4).
         self.path_quiet = max(1, 2 * settings.time_window_minutes // 3) * NS_PER_MINUTE
@@ -882,7 +885,7 @@ class _Grouper:
         0.808; with 0.1-1 minute, calm 0.9798 -> 0.9793."""
         if key not in self.index:
             return None
-        oldest = t - self.root_lag - self.hop_lag
+        oldest = t - self.detour_lag
         best, best_score, best_id = None, None, ""
         for dependency in self._alerting(self.index.dependencies(key)):
             for gid in self.members_of[dependency]:

@@ -1301,7 +1301,9 @@ def classify_flow(
     data = read_alerts_spark(spark, alerts, settings)
     stage_times["read"] = round(time.perf_counter() - t0, 4)
     ledger = store.read_ledger(state)
-    seen_ids = ledger_ids(spark, ledger)
+    # The ledger decides only what an incremental run (no --since) takes.
+    incremental = bool(state.watermark) and not since
+    seen_ids = ledger_ids(spark, ledger) if incremental else None
     new, late = select_new_spark(data.alerts, state, settings, since, until, seen_ids)
     new = new.persist()
     rows_new = new.count()
@@ -1312,7 +1314,7 @@ def classify_flow(
     # Late alerts are few (they arrived after their batch): rejected on the driver.
     late = _to_alerts(late.toPandas())[list(contracts.CANONICAL_COLUMNS)]
     reasons = f.late_reasons(to_epoch_ns(late["timestamp"]), state.watermark, settings)
-    already = _count_in_ledger(data.alerts, seen_ids) if state.watermark and not since else 0
+    already = _count_in_ledger(data.alerts, seen_ids)
     skipped = (already, data.rows_accepted - rows_new - len(late) - already, len(late))
     data = replace(
         data,
