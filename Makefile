@@ -110,10 +110,12 @@ test: venv spark java tools browser lint
 		-n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 # Speed and memory beside the I/O floor (benchmarks/results.md), quality against ground
-# truth (benchmarks/quality.md), and the 500k-alert storm and 200-cycle scheduler soak.
+# truth (benchmarks/quality.md), grouping under other alert timings (benchmarks/timing.md),
+# and the 500k-alert storm and 200-cycle scheduler soak.
 bench: venv tools
 	-$(VENV)/bin/python benchmarks/bench.py
 	-$(VENV)/bin/python benchmarks/quality.py
+	-$(VENV)/bin/python benchmarks/timing.py
 	$(VENV)/bin/python -m pytest -q -m bench
 
 # The reliability suites alone (bad input, faults, security, load and soak); they

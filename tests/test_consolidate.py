@@ -624,6 +624,32 @@ def test_a_two_hop_echo_is_rerooted_only_within_one_hops_lag() -> None:
     assert out["group_id"].nunique() == 1
 
 
+def test_where_causes_alert_late_symptoms_wait_that_long_for_their_cause() -> None:
+    # db's own alert is a resource rule with `for: 5m`; its callers report at once. db
+    # alerts 4 minutes after api's first symptom, when web (two hops up) has joined too.
+    late = [alert(0, "api", LATENCY), alert(1, "web", ERRORS), alert(4, "db", DB_DOWN)]
+    out, _ = run(late, CHAIN)
+    assert out["group_id"].nunique() == 2  # by default a cause comes within 2 minutes
+    out, result = run(late, CHAIN, Settings(cause_lateness_minutes=4.5))
+    assert out["group_id"].nunique() == 1
+    assert list(out["reason"]) == ["new", "symptom", "reroot"]
+    assert list(result.groups["root"]) == ["db"]
+    # Past the usual 5 minutes, a cause is still awaited for the learned lateness...
+    later = [alert(0, "api", LATENCY), alert(8, "db", DB_DOWN)]
+    assert run(later, CHAIN)[0]["group_id"].nunique() == 2
+    assert run(later, CHAIN, Settings(cause_lateness_minutes=8.5))[0]["group_id"].nunique() == 1
+    # ... and no longer.
+    too_late = [alert(0, "api", LATENCY), alert(9, "db", DB_DOWN)]
+    out, _ = run(too_late, CHAIN, Settings(cause_lateness_minutes=8.5))
+    assert out["group_id"].nunique() == 2
+    # The lateness is about causes, not symptoms: a new symptom still joins trouble on
+    # its path only if that began less than 5 minutes ago.
+    stale = [alert(0, "db", DB_DOWN), alert(1, "api", LATENCY), alert(7, "web", ERRORS)]
+    out, _ = run(stale, CHAIN, Settings(cause_lateness_minutes=8.5))
+    assert out["group_id"].nunique() == 2
+    assert out["reason"].iloc[2] == "new"
+
+
 def test_network_alert_on_a_caller_is_its_own_problem() -> None:
     # Network faults (probe failures, interface errors) are local: documented rule 2.
     rows = [alert(0, "api", CPU), alert(1, "web", "BlackboxProbeFailed")]

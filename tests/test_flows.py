@@ -184,6 +184,9 @@ def test_classify_uses_production_and_records_it(scenario, tmp_path):
     assert 1.0 <= learned["propagation_lag_minutes"] <= 3.5
     assert learned["settings"]["propagation_lag_minutes"] == learned["propagation_lag_minutes"]
     assert run.data.metrics["propagation_lag_minutes"] == learned["propagation_lag_minutes"]
+    # Its faults alert before their callers: no cause lateness learned (metric 0: none).
+    assert "cause_lateness_minutes" in learned and learned["cause_lateness_minutes"] is None
+    assert run.data.metrics["cause_lateness_minutes"] == 0.0
     client = mlflow.MlflowClient()
     logged = {a.path for a in client.list_artifacts(run.info.run_id, "results")}
     assert {"results/incident_groups.csv", "results/alert_consolidation_final.csv"} <= logged

@@ -86,6 +86,24 @@ def test_root_cause_is_the_service_the_others_call_even_when_not_first() -> None
     assert roots["root_cause_confidence"].iloc[0] == pytest.approx(expected, abs=1e-4)
 
 
+def test_where_causes_alert_late_a_late_cause_still_counts_as_first() -> None:
+    # Both databases fired own-fault alerts; db1 began 2 minutes after api's first
+    # symptom and db2 4 minutes later still. Where causes come up to 6 minutes late,
+    # both are on time: the tie goes to the grouping's root, db2, at full confidence.
+    groups = groups_frame(
+        {
+            "id": "G1",
+            "root": "db2",
+            "members": {"api": 0, "db1": 2, "db2": 6},
+            "local": ["db1", "db2"],
+        }
+    )
+    assert root_causes(groups, index_of(FORK), WINDOW)["root_cause_service"].tolist() == ["db1"]
+    late = root_causes(groups, index_of(FORK), WINDOW, cause_lateness_minutes=6)
+    assert late["root_cause_service"].tolist() == ["db2"]
+    assert late["root_cause_confidence"].iloc[0] == pytest.approx(0.5 * 0.5 + 0.25 + 0.25)
+
+
 @pytest.mark.parametrize("first", ["db1", "db2"])
 def test_between_equally_called_services_the_earliest_is_the_root(first: str) -> None:
     # api calls both databases; both fired own-fault alerts; the one that began first wins,

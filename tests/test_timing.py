@@ -16,17 +16,32 @@ from alertclf.mapping import enrich_alerts
 from alertclf.pipeline import GraphContext, learn_timing
 from alertclf.settings import Settings
 from alertclf.simulate import SimulationConfig, simulate
-from alertclf.timing import estimate_propagation_lag, with_learned_lag
+from alertclf.timing import (
+    estimate_cause_lateness,
+    estimate_propagation_lag,
+    with_learned_lag,
+    with_learned_lateness,
+)
 from alertclf.tracking import LoadedModel
 
 SETTINGS = Settings()
 
 
 def simulated(
-    hop_delay: tuple[float, float], seed: int = 1, scenario: str = "storm", days: float = 2
+    hop_delay: tuple[float, float],
+    seed: int = 1,
+    scenario: str = "storm",
+    days: float = 2,
+    root_delay: tuple[float, float] = (0.0, 1.5),
 ):
     sim = simulate(
-        SimulationConfig(seed=seed, days=days, scenario=scenario, hop_delay_minutes=hop_delay)
+        SimulationConfig(
+            seed=seed,
+            days=days,
+            scenario=scenario,
+            hop_delay_minutes=hop_delay,
+            root_delay_minutes=root_delay,
+        )
     )
     alerts, _ = normalize_alerts(sim.alerts.astype(str), SETTINGS, "simulated.csv")
     return alerts, GraphContext.build(sim.graph, SETTINGS)
@@ -121,6 +136,108 @@ def test_a_models_lag_applies_unless_configured_and_a_bad_one_is_ignored(caplog)
     assert "ignoring a learned propagation lag of 'soon'" in caplog.text
     with pytest.raises(ValueError, match="propagation_lag_minutes"):
         Settings(propagation_lag_minutes=0)
+
+
+def mapped_simulation(**kwargs) -> tuple[pd.DataFrame, GraphContext]:
+    alerts, context = simulated(**kwargs)
+    return enrich_alerts(alerts, context.graph, SETTINGS, context.mapper), context
+
+
+@pytest.mark.parametrize(
+    ("root_delay", "scenario", "low", "high"),
+    # A fault's own alert 3-10 minutes after the fault (a resource rule with `for: 5m`)
+    # under callers that alert 0.5-3 minutes after it: the cause comes up to 9.5 minutes
+    # after the first symptom (seeds 1-4: 8-9 minutes, calm and storm). 2-5 minutes: up
+    # to 4.5 (calm: 3-4; in a storm other incidents' symptoms on the callers add up to
+    # two minutes: 4-6.5).
+    [
+        ((3.0, 10.0), "calm", 7.0, 10.0),
+        ((3.0, 10.0), "storm", 7.0, 10.0),
+        ((2.0, 5.0), "calm", 2.5, 5.0),
+        ((2.0, 5.0), "storm", 3.0, 7.0),
+    ],
+)
+def test_the_cause_lateness_follows_how_late_causes_alert(root_delay, scenario, low, high) -> None:
+    for seed in (1, 2):
+        mapped, context = mapped_simulation(
+            hop_delay=(0.5, 3.0), seed=seed, scenario=scenario, root_delay=root_delay
+        )
+        lateness = estimate_cause_lateness(mapped, context.index, 15)
+        assert lateness.minutes is not None and low <= lateness.minutes <= high, (seed, lateness)
+        shuffled = mapped.sample(frac=1.0, random_state=seed)
+        assert estimate_cause_lateness(shuffled, context.index, 15) == lateness
+
+
+@pytest.mark.parametrize("scenario", ["calm", "storm"])
+def test_where_causes_alert_first_no_lateness_is_learned(scenario) -> None:
+    # The simulator's usual timing: a fault's own alert within 1.5 minutes of the fault,
+    # its callers' 0.5-3 minutes after. In a storm many faults follow *other*
+    # incidents' symptoms on their callers; more still are followed by their own.
+    for seed in (1, 2, 3):
+        mapped, context = mapped_simulation(hop_delay=(0.5, 3.0), seed=seed, scenario=scenario)
+        lateness = estimate_cause_lateness(mapped, context.index, 15)
+        assert lateness.minutes is None, (seed, lateness)
+
+
+def test_a_stray_symptom_minutes_before_a_fault_does_not_stretch_the_lateness() -> None:
+    # Callers alert 0.1-1 minute after a fault, before its own alert (0-1.5 minutes):
+    # causes do come late, by about a minute. Among the 16 fault onsets of this history
+    # two follow unrelated symptoms on a caller 6.6 and 9.5 minutes earlier; beyond a
+    # 3-minute gap they are strays, not the tail of the lateness.
+    mapped, context = mapped_simulation(hop_delay=(0.1, 1.0), seed=17, scenario="calm")
+    lateness = estimate_cause_lateness(mapped, context.index, 15)
+    assert lateness.samples == 16
+    assert lateness.minutes is not None and lateness.minutes <= 2.0
+
+
+def test_background_alerts_teach_no_lateness() -> None:
+    graph = nx.relabel_nodes(
+        nx.gnp_random_graph(80, 0.05, seed=3, directed=True), lambda i: f"svc-{i}"
+    )
+    rng = np.random.default_rng(3)
+    n = 3000
+    alerts = pd.DataFrame(
+        {
+            "timestamp": pd.Timestamp("2026-01-05", tz="UTC")
+            + pd.to_timedelta(rng.uniform(0, 2 * 86_400, n), unit="s"),
+            "service": rng.choice(sorted(graph.nodes), n),
+            "alert_name": rng.choice(["HighRequestLatency", "HighErrorRate", "HighCPUUsage"], n),
+        }
+    )
+    alerts["mapped_service"] = alerts["service"]
+    lateness = estimate_cause_lateness(alerts, CallerIndex(graph, 4), 15)
+    assert lateness.minutes is None
+    assert lateness.samples > 100  # plenty of faults after a caller's symptom, by chance
+    assert estimate_cause_lateness(alerts.iloc[:0], CallerIndex(graph, 4), 15).samples == 0
+
+
+def test_learn_timing_sets_the_lateness_unless_one_is_configured() -> None:
+    alerts, context = simulated((0.5, 3.0), scenario="calm", root_delay=(3.0, 10.0))
+    learned, _ = learn_timing(alerts, context, SETTINGS)
+    assert learned.cause_lateness_minutes is not None
+    configured = Settings(cause_lateness_minutes=2)
+    kept, _ = learn_timing(alerts, context, configured)
+    assert kept.cause_lateness_minutes == 2
+    assert kept.propagation_lag_minutes == learned.propagation_lag_minutes  # still learned
+    both = Settings(cause_lateness_minutes=2, propagation_lag_minutes=3)
+    assert learn_timing(alerts, context, both)[0] is both
+
+
+def test_a_models_lateness_applies_unless_configured_and_a_bad_one_is_ignored(caplog) -> None:
+    def model(lateness: object) -> LoadedModel:
+        metadata = {"propagation_lag_minutes": None, "cause_lateness_minutes": lateness}
+        return LoadedModel("m", "1", "production", None, {}, metadata)
+
+    assert with_model_timing(SETTINGS, model(6.5)).cause_lateness_minutes == 6.5
+    assert with_model_timing(SETTINGS, model(None)).cause_lateness_minutes is None
+    configured = Settings(cause_lateness_minutes=1)
+    assert with_model_timing(configured, model(6.5)) == configured
+    # A model trained before the lateness was learned has no such key.
+    old = LoadedModel("m", "1", "production", None, {}, {"propagation_lag_minutes": 3})
+    assert with_model_timing(SETTINGS, old).cause_lateness_minutes is None
+    with caplog.at_level(logging.WARNING, logger="alertclf.timing"):
+        assert with_learned_lateness(SETTINGS, "late").cause_lateness_minutes is None
+    assert "ignoring a learned cause lateness of 'late'" in caplog.text
 
 
 def test_the_simulators_timing_knobs_are_checked() -> None:

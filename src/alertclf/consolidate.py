@@ -29,7 +29,10 @@ only by its relation *to the group's root*, never to an arbitrary member:
    keeps its id). Symptoms further up must wait for the cause to appear: re-rooting on
    a two-hop echo would let any later fault below steal a young incident -- except
    within one hop's lag of the group's first alert, when the group's root calls ``s``
-   directly and every member calls it within ``group_max_hops`` (fast estates);
+   directly and every member calls it within ``group_max_hops`` (fast estates). Where
+   causes alert late (``cause_lateness_minutes``, learned per estate: resource rules
+   with ``for:`` clauses under callers that alert at once), both bounds stretch to that
+   lateness: the cause is expected minutes after its symptoms;
 4. a symptom series keeps following its cause: when a repeat finds that none of its
    service's dependencies has alerted in its group for ``path_quiet`` (two thirds of the
    window) while exactly one other open group has one alerting now, the series moves
@@ -545,9 +548,15 @@ class _Grouper:
         # per estate, else the default.
         hop_minutes = settings.hop_lag_minutes
         self.hop_lag = round(hop_minutes * NS_PER_MINUTE)
+        # Where causes alert late (``for:`` clauses on resource rules), how late: learned
+        # per estate (alertclf.timing), else none.
+        lateness = round((settings.cause_lateness_minutes or 0.0) * NS_PER_MINUTE)
         # A cause's own first alert lags its fault by a scrape or two however fast the
-        # fault travels: re-rooting a two-hop echo waits at least the default lag.
-        self.echo_lag = round(max(hop_minutes, DEFAULT_PROPAGATION_LAG_MINUTES) * NS_PER_MINUTE)
+        # fault travels: re-rooting a two-hop echo waits at least the default lag, and
+        # as long as causes come late in this estate.
+        self.echo_lag = max(
+            round(max(hop_minutes, DEFAULT_PROPAGATION_LAG_MINUTES) * NS_PER_MINUTE), lateness
+        )
         # Symptoms may show up before their cause, but not by much: the cause's own
         # monitoring lags by a scrape or two. A third of the window bounds that lag, and
         # two hops' lag where faults travel slower (with per-hop lags of 2-6 minutes, a
@@ -555,6 +564,9 @@ class _Grouper:
         self.root_lag = max(
             max(1, settings.time_window_minutes // 3) * NS_PER_MINUTE, 2 * self.hop_lag
         )
+        # How long a group of symptoms waits for its cause to alert: that bound, or the
+        # learned lateness where causes alert later still.
+        self.cause_wait = max(self.root_lag, lateness)
         # A direct caller's first symptom may come one hop later than that: the fault
         # can reach it the long way round, through a service that does not alert (rule 7).
         self.detour_lag = self.root_lag + self.hop_lag
@@ -981,7 +993,7 @@ class _Grouper:
             if group.cause_families:
                 if family not in group.cause_families:
                     continue
-            elif t - group.start > self.root_lag:
+            elif t - group.start > self.cause_wait:
                 continue
             spans = _spans_on(group.members, dependencies, also=key)
             onsets = [span[0] for span in spans if span[0] <= t]
@@ -1005,7 +1017,7 @@ class _Grouper:
             # of its members, so once a member's onset is older than the lag, so is
             # every group further down the bucket.
             for gid, onset in reversed(bucket.items()):
-                if t - onset > self.root_lag:
+                if t - onset > self.cause_wait:
                     break
                 if gid not in found:
                     found[gid] = self.active[gid]
@@ -1013,7 +1025,7 @@ class _Grouper:
             g
             for g in found.values()
             if g.symptoms_only
-            and t - g.start <= self.root_lag
+            and t - g.start <= self.cause_wait
             and self._is_active(g, t)
             and g.root != key
             and self._echoes_of(key, g, direct, t)

@@ -48,7 +48,7 @@ from alertclf.pipeline import (
 )
 from alertclf.report import CHARTS_DIR, REPORT_FILE, chart_tables
 from alertclf.settings import Settings
-from alertclf.timing import with_learned_lag
+from alertclf.timing import with_learned_lag, with_learned_lateness
 from alertclf.warmup import import_in_background
 
 logger = logging.getLogger(__name__)
@@ -629,21 +629,38 @@ def _supersede_uncommitted(output: Path, state: RunState) -> None:
 
 
 def with_model_timing(settings: Settings, loaded: tracking.LoadedModel) -> Settings:
-    """The settings to group with under ``loaded``: the propagation lag it learned from
-    its history (alertclf.timing), unless the settings configure one."""
+    """The settings to group with under ``loaded``: the propagation lag and cause
+    lateness it learned from its history (alertclf.timing), unless the settings
+    configure them."""
     timed = with_learned_lag(settings, loaded.metadata.get("propagation_lag_minutes"))
-    logger.info("grouping with a propagation lag of %s", _lag_text(timed))
+    timed = with_learned_lateness(timed, loaded.metadata.get("cause_lateness_minutes"))
+    logger.info(
+        "grouping with a propagation lag of %s, cause lateness %s",
+        _lag_text(timed),
+        _lateness_text(timed),
+    )
     return timed
 
 
 def log_timing(settings: Settings) -> None:
-    """The propagation lag this run groups with, as a metric of the active run."""
-    tracking.log_metrics({"propagation_lag_minutes": settings.hop_lag_minutes})
+    """The propagation lag and cause lateness (0: none) this run groups with, as metrics
+    of the active run."""
+    tracking.log_metrics(
+        {
+            "propagation_lag_minutes": settings.hop_lag_minutes,
+            "cause_lateness_minutes": settings.cause_lateness_minutes or 0.0,
+        }
+    )
 
 
 def _lag_text(settings: Settings) -> str:
     default = " (default)" if settings.propagation_lag_minutes is None else ""
     return f"{settings.hop_lag_minutes:g} min{default}"
+
+
+def _lateness_text(settings: Settings) -> str:
+    minutes = settings.cause_lateness_minutes
+    return "none" if minutes is None else f"{minutes:g} min"
 
 
 def _production_or_bootstrap(
@@ -874,6 +891,7 @@ def _train_and_register(
             "model.selected_algorithm": model.algorithm_,
             "model.selected_params": model.selected_["params"],
             "model.propagation_lag_minutes": _lag_text(settings),
+            "model.cause_lateness_minutes": _lateness_text(settings),
         }
     )
     tracking.log_table(model.candidates_, "candidates.csv")
@@ -893,6 +911,7 @@ def _train_and_register(
         # Learned from this history unless configured (alertclf.timing); classify groups
         # with it (with_model_timing).
         "propagation_lag_minutes": settings.propagation_lag_minutes,
+        "cause_lateness_minutes": settings.cause_lateness_minutes,
         "trained_at": datetime.now(UTC).isoformat(),
         "package_version": __version__,
         "settings": settings.model_dump(),

@@ -41,7 +41,13 @@ from alertclf.ranking import (
     root_causes,
 )
 from alertclf.settings import Settings
-from alertclf.timing import PropagationLag, estimate_propagation_lag, with_learned_lag
+from alertclf.timing import (
+    PropagationLag,
+    estimate_cause_lateness,
+    estimate_propagation_lag,
+    with_learned_lag,
+    with_learned_lateness,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -284,7 +290,9 @@ def score_batch(
 def _incident_facts(
     alerts: pd.DataFrame, groups: pd.DataFrame, context: GraphContext, settings: Settings
 ) -> pd.DataFrame:
-    roots = root_causes(groups, context.index, settings.time_window_minutes)
+    roots = root_causes(
+        groups, context.index, settings.time_window_minutes, settings.cause_lateness_minutes
+    )
     return incident_facts(alerts, roots, context.features, _batch_end(alerts), groups)
 
 
@@ -407,18 +415,36 @@ def learn_timing(
     alerts: pd.DataFrame, context: GraphContext, settings: Settings
 ) -> tuple[Settings, PropagationLag]:
     """The settings to group ``alerts`` (history) and later batches with: the estate's
-    propagation lag learned from them, unless ``settings`` configure one."""
-    if settings.propagation_lag_minutes is not None:
+    propagation lag and cause lateness learned from them (:mod:`alertclf.timing`),
+    each unless ``settings`` configure it. Returns the propagation lag's estimate too."""
+    lag_known = settings.propagation_lag_minutes is not None
+    lateness_known = settings.cause_lateness_minutes is not None
+    if lag_known and lateness_known:
         return settings, PropagationLag(settings.propagation_lag_minutes, 0, 0.0)
     mapped = enrich_alerts(alerts, context.graph, settings, context.mapper)
-    lag = estimate_propagation_lag(mapped, context.index, settings.time_window_minutes)
+    window = settings.time_window_minutes
+    if lag_known:
+        lag = PropagationLag(settings.propagation_lag_minutes, 0, 0.0)
+    else:
+        lag = estimate_propagation_lag(mapped, context.index, window)
+        _log_learned("propagation lag", lag, "onsets with trouble on their path")
+        settings = with_learned_lag(settings, lag.minutes)
+    if not lateness_known:
+        lateness = estimate_cause_lateness(mapped, context.index, window)
+        _log_learned("cause lateness", lateness, "fault onsets after their callers' symptoms")
+        settings = with_learned_lateness(settings, lateness.minutes)
+    return settings, lag
+
+
+def _log_learned(what: str, learned: PropagationLag, samples: str) -> None:
     logger.info(
-        "propagation lag: %s (%d onsets with trouble on their path, %.0f beyond chance)",
-        "too little propagation to learn it" if lag.minutes is None else f"{lag.minutes:g} min",
-        lag.samples,
-        lag.excess,
+        "%s: %s (%d %s, %.0f beyond chance)",
+        what,
+        "none learned" if learned.minutes is None else f"{learned.minutes:g} min",
+        learned.samples,
+        samples,
+        learned.excess,
     )
-    return with_learned_lag(settings, lag.minutes), lag
 
 
 def train(prepared: Prepared, settings: Settings, algorithm: str | None = None):

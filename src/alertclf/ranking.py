@@ -67,15 +67,23 @@ def display_service(key: str) -> str:
 
 
 # --- root cause ---------------------------------------------------------------------
-def root_causes(groups: pd.DataFrame, index: CallerIndex, window_minutes: float) -> pd.DataFrame:
+def root_causes(
+    groups: pd.DataFrame,
+    index: CallerIndex,
+    window_minutes: float,
+    cause_lateness_minutes: float | None = None,
+) -> pd.DataFrame:
     """``group_id, root_cause_service, root_cause_confidence`` for every group.
 
     ``groups`` is :attr:`alertclf.consolidate.Consolidation.groups`: members with their
     first alert and the members that fired a non-symptom alert, over every batch the
     group has lived in -- so a batch holding only a group's late symptoms still names
-    the root found earlier.
+    the root found earlier. Where causes alert late (``cause_lateness_minutes``,
+    :mod:`alertclf.timing`), a member that began that much after the group's first
+    alert still counts as first.
     """
     decay = max(window_minutes / 3.0, 1.0) * 60e9
+    grace = (cause_lateness_minutes or 0.0) * 60e9
     rows = []
     # Plain lists: iterating the Arrow-backed text columns costs about 1 us a value.
     for group, members, local, current in zip(
@@ -103,7 +111,7 @@ def root_causes(groups: pd.DataFrame, index: CallerIndex, window_minutes: float)
                 coverage = sum(1 for k in others if k in callers) / len(others)
             else:
                 coverage = 0.0 if others else 1.0
-            earliness = float(np.exp(-(members[cand][0] - first) / decay))
+            earliness = float(np.exp(-max(members[cand][0] - first - grace, 0.0) / decay))
             score = _root_score(coverage, earliness, cand in local)
             # Strictly better only: ties keep the grouping's root, then the earliest.
             if score > best_score + 1e-9:

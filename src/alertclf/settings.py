@@ -106,6 +106,21 @@ class Settings(BaseModel):
         ),
     )
 
+    # How late a failing service's own first alert can come after its callers' first
+    # symptoms (a resource rule with ``for: 5m`` under callers that alert at once).
+    # Unset, retrain learns it where causes come late (alertclf.timing); re-rooting a
+    # group of symptoms then waits that long for its cause.
+    cause_lateness_minutes: float | None = Field(
+        None,
+        gt=0,
+        le=120,
+        description=(
+            "Minutes a service's own fault alert may come after its callers' first "
+            "symptoms; unset: learned from history at retrain where causes come late, "
+            "else none."
+        ),
+    )
+
     @property
     def hop_lag_minutes(self) -> float:
         """The propagation lag consolidation works with: the configured or learned one,

@@ -669,7 +669,12 @@ def _incidents_component(
         part = alerts[numbers == entry["batch"]].reset_index(drop=True)
         part["cluster_id"] = part["cluster_id"].astype(np.int64)
         part["is_outlier"] = part["is_outlier"].astype(bool)
-        roots = root_causes(entry["groups"], context.index, settings.time_window_minutes)
+        roots = root_causes(
+            entry["groups"],
+            context.index,
+            settings.time_window_minutes,
+            settings.cause_lateness_minutes,
+        )
         end = pd.Timestamp(batch_end_ns[entry["batch"]], unit="ns", tz="UTC")
         table = incident_table(part, roots, context.features, end, entry["groups"])
         tables.append((entry["batch"], table))

@@ -17,11 +17,24 @@ sample. Background alerts give such lags too, by chance; the same samples are th
 drawn again with the dependencies' onsets shifted by hours, which keeps every service's
 alert rate and destroys causality. What the true lags have in excess of the shifted ones
 is propagation; the lag below which ``quantile`` of that excess lies is the estimate.
+
+The *cause lateness* is the other side of the same clock: how long a failing service's
+own first alert can come *after* its callers' first symptoms. A resource alert with
+``for: 5m`` (CPU, memory, disk) fires minutes after the latency its callers report at
+once, so the group of symptoms is minutes old when its cause shows up, and must still
+be re-rooted there (:mod:`alertclf.consolidate`, rule 3). For each fault onset (an alert
+that cannot be a symptom) the lag since the *earliest* symptom onset on one of its
+direct callers (within ``horizon_minutes``) is one sample, chance removed as above. It
+is learned only where causes come late more often than early: beyond chance, more fault
+onsets follow a caller's symptom than are followed by one. Where causes alert first
+(the usual case) callers' symptoms before a fault are other incidents' -- in a storm,
+plenty -- and the estimate stays unset.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -65,31 +78,97 @@ def estimate_propagation_lag(
     one search per active dependency edge; no pair of alerts is enumerated."""
     if len(alerts) == 0:
         return PropagationLag(None, 0, 0.0)
-    path_lags = _PathLags(
-        _onsets(alerts, window_minutes * NS_PER_MINUTE), index, int(horizon_minutes * NS_PER_MINUTE)
+    onsets = _onsets(alerts, window_minutes * NS_PER_MINUTE)
+    lags = _OnsetLags(
+        targets=_by_service(onsets[onsets["symptom"].to_numpy()], index),
+        sources=_by_service(onsets),
+        neighbours=index.dependencies,
+        horizon=int(horizon_minutes * NS_PER_MINUTE),
+        span=onsets["t"],
     )
-    observed = path_lags(shift=0)
+    return _beyond_chance(lambda shift: lags(shift, "latest_before"), horizon_minutes,
+                          bin_minutes, quantile, min_samples)  # fmt: skip
+
+
+def estimate_cause_lateness(
+    alerts: pd.DataFrame,
+    index: CallerIndex,
+    window_minutes: float,
+    quantile: float = 0.9,
+    horizon_minutes: float = 10.0,
+    bin_minutes: float = 0.5,
+    min_samples: int = 5,
+) -> PropagationLag:
+    """How late a fault's own first alert comes after its callers' first symptoms in this
+    estate (module docstring); ``minutes`` None where causes do not come late.
+
+    The horizon is short (10 minutes): that is all a group of symptoms may wait for its
+    cause, and longer horizons draw more chance pairs. The upper decile, not the
+    quartile: the bound must cover nearly every late cause, since a cause that comes
+    later than it splits its incident in two."""
+    if len(alerts) == 0:
+        return PropagationLag(None, 0, 0.0)
+    onsets = _onsets(alerts, window_minutes * NS_PER_MINUTE)
+    horizon = int(horizon_minutes * NS_PER_MINUTE)
+    lags = _OnsetLags(
+        targets=_by_service(onsets[~onsets["symptom"].to_numpy()], index),
+        sources=_by_service(onsets[onsets["symptom"].to_numpy()]),
+        neighbours=lambda key: index.direct_callers(key) - {key},
+        horizon=horizon,
+        span=onsets["t"],
+    )
+    late = _excess_count(lambda shift: lags(shift, "earliest_before"))
+    early = _excess_count(lambda shift: lags(shift, "next_after"))
+    if late <= early:
+        return PropagationLag(None, len(lags(0, "earliest_before")), 0.0)
+    # Strays (a noise alert minutes before a fault) lie beyond a gap of 3 minutes: with
+    # a handful of samples the upper decile would be a stray itself.
+    return _beyond_chance(lambda shift: lags(shift, "earliest_before"), horizon_minutes,
+                          bin_minutes, quantile, min_samples, gap_minutes=3.0)  # fmt: skip
+
+
+def _excess_count(lags_at: Callable[[int], np.ndarray]) -> float:
+    """How many more samples the observed onsets give than the shifted (chance) ones."""
+    chance = np.mean([len(lags_at(int(h * 60 * NS_PER_MINUTE))) for h in NULL_SHIFTS_HOURS])
+    return len(lags_at(0)) - float(chance)
+
+
+def _beyond_chance(
+    lags_at: Callable[[int], np.ndarray],
+    horizon_minutes: float,
+    bin_minutes: float,
+    quantile: float,
+    min_samples: int,
+    gap_minutes: float | None = None,
+) -> PropagationLag:
+    """The ``quantile`` of the lags in excess of chance (``lags_at(shift)``: ns), if they
+    stand out of chance at all; with ``gap_minutes``, of those before the first gap that
+    long without any."""
+    observed = lags_at(0)
     if len(observed) < min_samples:
         return PropagationLag(None, len(observed), 0.0)
     edges = np.arange(0.0, horizon_minutes + bin_minutes, bin_minutes)
     counts = np.histogram(observed / NS_PER_MINUTE, edges)[0].astype(np.float64)
     chance = np.mean(
         [
-            np.histogram(
-                path_lags(shift=int(h * 60 * NS_PER_MINUTE)) / NS_PER_MINUTE,
-                edges,
-            )[0]
+            np.histogram(lags_at(int(h * 60 * NS_PER_MINUTE)) / NS_PER_MINUTE, edges)[0]
             for h in NULL_SHIFTS_HOURS
         ],
         axis=0,
     )
     excess = np.clip(counts - chance, 0.0, None)
     total = float(excess.sum())
-    # Propagation must stand out of chance: more onsets than chance gives, by three
+    # The lags must stand out of chance: more onsets than chance gives, by three
     # standard deviations of a Poisson count and by a handful at least.
     beyond = float(counts.sum() - chance.sum())
     if beyond < max(min_samples / 4, 3 * np.sqrt(max(float(chance.sum()), 1.0))):
         return PropagationLag(None, len(observed), max(beyond, 0.0))
+    if gap_minutes is not None:
+        filled = np.flatnonzero(excess > 0)
+        apart = np.flatnonzero(np.diff(filled) * bin_minutes > gap_minutes)
+        if len(apart):
+            excess[filled[apart[0]] + 1 :] = 0.0
+            total = float(excess.sum())
     cumulative = np.cumsum(excess)
     upper = edges[1:][int(np.searchsorted(cumulative, quantile * total))]
     return PropagationLag(float(upper), len(observed), total)
@@ -116,57 +195,97 @@ def _onsets(alerts: pd.DataFrame, window_ns: float) -> pd.DataFrame:
     ).reset_index(drop=True)
 
 
-class _PathLags:
-    """Each symptom onset's lag behind the latest onset on one of its service's direct
-    dependencies. The onsets are grouped by service once; every shift of the
-    dependencies' onsets (the observed lags, then the chance-only ones) reuses them."""
+def _by_service(onsets: pd.DataFrame, index: CallerIndex | None = None) -> dict[str, np.ndarray]:
+    """Onset times per service (only services in ``index``, if given)."""
+    return {
+        key: group.to_numpy()
+        for key, group in onsets.groupby("key")["t"]
+        if index is None or key in index
+    }
 
-    def __init__(self, onsets: pd.DataFrame, index: CallerIndex, horizon: int) -> None:
-        self.index, self.horizon = index, horizon
-        self.start = int(onsets["t"].min())
-        self.span = int(onsets["t"].max()) - self.start + 1
-        self.times = {key: group.to_numpy() for key, group in onsets.groupby("key")["t"]}
-        symptoms = onsets[onsets["symptom"].to_numpy()]
-        self.symptoms = {
-            key: group.to_numpy() for key, group in symptoms.groupby("key")["t"] if key in index
-        }
 
-    def __call__(self, shift: int) -> np.ndarray:
-        """ns of the lags within the horizon, the dependencies' onsets moved by ``shift``
-        around the history's span (not off its ends, which would lose matches near them
-        and make chance look rarer than it is); onsets with none are left out."""
+class _OnsetLags:
+    """For each target onset on a service, its lag to an onset of the ``sources`` on one
+    of that service's ``neighbours``: ``latest_before`` (the latest source onset at or
+    before it), ``earliest_before`` (the earliest within the horizon before it) or
+    ``next_after`` (the first after it). The sources are grouped by service once; every
+    shift of them (the observed lags, then the chance-only ones) reuses them."""
+
+    def __init__(
+        self,
+        targets: dict[str, np.ndarray],
+        sources: dict[str, np.ndarray],
+        neighbours: Callable[[str], set[str]],
+        horizon: int,
+        span: pd.Series,
+    ) -> None:
+        self.targets, self.sources, self.neighbours = targets, sources, neighbours
+        self.horizon = horizon
+        self.start = int(span.min()) if len(span) else 0
+        self.span = int(span.max()) - self.start + 1 if len(span) else 1
+
+    def __call__(self, shift: int, how: str) -> np.ndarray:
+        """ns of the lags within the horizon, the sources moved by ``shift`` around the
+        history's span (not off its ends, which would lose matches near them and make
+        chance look rarer than it is); targets with none are left out."""
         if shift:
             times = {
                 key: np.sort((t - self.start + shift) % self.span + self.start)
-                for key, t in self.times.items()
+                for key, t in self.sources.items()
             }
         else:
-            times = {key: np.sort(t) for key, t in self.times.items()}
+            times = {key: np.sort(t) for key, t in self.sources.items()}
         never = np.iinfo(np.int64).max
         lags = []
-        for key, at in self.symptoms.items():
+        for key, at in self.targets.items():
             best = np.full(len(at), never, dtype=np.int64)
-            for dependency in self.index.dependencies(key):
-                theirs = times.get(dependency)
+            for neighbour in self.neighbours(key):
+                theirs = times.get(neighbour)
                 if theirs is None:
                     continue
-                before = np.searchsorted(theirs, at, side="right") - 1
-                lag = np.where(before >= 0, at - theirs[np.maximum(before, 0)], never)
-                np.minimum(best, lag, out=best)
+                lag = _lag(theirs, at, how, self.horizon, never)
+                if how == "earliest_before":
+                    # the largest lag within the horizon; ``never`` marks none
+                    found = lag != never
+                    best = np.where(found & ((best == never) | (lag > best)), lag, best)
+                else:
+                    np.minimum(best, lag, out=best)
             lags.append(best[best <= self.horizon])
         return np.concatenate(lags) if lags else np.array([], dtype=np.int64)
+
+
+def _lag(theirs: np.ndarray, at: np.ndarray, how: str, horizon: int, never: int) -> np.ndarray:
+    """Per target time in ``at``, its lag to the sorted source times ``theirs``."""
+    last = len(theirs) - 1
+    if how == "latest_before":
+        before = np.searchsorted(theirs, at, side="right") - 1
+        return np.where(before >= 0, at - theirs[np.maximum(before, 0)], never)
+    if how == "earliest_before":
+        first = np.searchsorted(theirs, at - horizon, side="left")
+        onset = theirs[np.minimum(first, last)]
+        return np.where((first <= last) & (onset <= at), at - onset, never)
+    after = np.searchsorted(theirs, at, side="right")
+    return np.where(after <= last, theirs[np.minimum(after, last)] - at, never)
 
 
 def with_learned_lag(settings: Settings, minutes: object) -> Settings:
     """``settings`` with the propagation lag a model learned, unless one is configured
     (a configured value always wins) or nothing was learned. A value that is no valid
     lag (a model's metadata edited by hand) is ignored with a warning."""
-    if settings.propagation_lag_minutes is not None or minutes is None:
+    return _with_learned(settings, "propagation_lag_minutes", "propagation lag", minutes)
+
+
+def with_learned_lateness(settings: Settings, minutes: object) -> Settings:
+    """``settings`` with the cause lateness a model learned, on the same terms as
+    :func:`with_learned_lag`."""
+    return _with_learned(settings, "cause_lateness_minutes", "cause lateness", minutes)
+
+
+def _with_learned(settings: Settings, field: str, what: str, minutes: object) -> Settings:
+    if getattr(settings, field) is not None or minutes is None:
         return settings
     try:
-        return Settings.model_validate(
-            {**settings.model_dump(), "propagation_lag_minutes": minutes}
-        )
+        return Settings.model_validate({**settings.model_dump(), field: minutes})
     except ValueError:
-        logger.warning("ignoring a learned propagation lag of %r: not minutes in (0, 120]", minutes)
+        logger.warning("ignoring a learned %s of %r: not minutes in (0, 120]", what, minutes)
         return settings
