@@ -113,6 +113,8 @@ def test_broken_graph_fails_with_one_line(inputs, tmp_path, capsys):
             "--holdout-fraction",
         ),
         (["replay", "--alerts", "a", "--graph", "g", "--batch-minutes", "0"], "--batch-minutes"),
+        (["simulate", "--out", "x", "--root-delay", "3", "soon"], "--root-delay"),
+        (["simulate", "--out", "x", "--hop-delay", "-1", "2"], "--hop-delay"),
         (["promote", "--version", "two"], "--version"),
         (
             ["classify", "--alerts", "a", "--graph", "g", "--colour", "red"],
@@ -125,6 +127,13 @@ def test_ill_typed_and_unknown_options_are_refused(argv, message, capsys):
         main(argv)
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_simulate_refuses_a_delay_range_upside_down(tmp_path, capsys):
+    out = tmp_path / "late"
+    assert main(["simulate", "--out", str(out), "--root-delay", "10", "3"]) != 0
+    assert "root_delay_minutes" in capsys.readouterr().err
+    assert not out.exists()
 
 
 def test_replay_then_evaluate_reports_ours_and_baselines(tmp_path, capsys):

@@ -102,6 +102,28 @@ def test_first_retrain_registers_version_1_in_production(scenario, tmp_path, mon
     assert f"trained with scikit-learn {sklearn.__version__} (installed 9.9.9)" in caplog.text
 
 
+def test_an_estate_whose_causes_alert_late_teaches_retrain_and_classify_to_wait(tmp_path):
+    # `alertclf simulate --root-delay 3 10`: every fault's own alert comes 3-10 minutes
+    # after the fault (a resource rule with `for: 5m`), its callers' 0.5-3 minutes after.
+    from alertclf.cli import main
+
+    out = tmp_path / "late"
+    argv = ["simulate", "--out", str(out), "--scenario", "calm", "--days", "2", "--seed", "3"]
+    assert main([*argv, "--root-delay", "3", "10"]) == 0
+    models = tmp_path / "models"
+    trained = retrain(settings(), out / "alert_data.csv", out / "graph_data.json", models)
+    learned = tracking.load_model("alert-clustering", version="1").metadata
+    assert 7.0 <= learned["cause_lateness_minutes"] <= 10.0
+    params = mlflow.get_run(trained.mlflow_run_id).data.params
+    assert params["model.cause_lateness_minutes"] == f"{learned['cause_lateness_minutes']:g} min"
+    # classify groups with what the production model learned
+    outcome = classify(
+        settings(), out / "alert_data.csv", out / "graph_data.json", tmp_path / "r", models
+    )
+    metrics = mlflow.get_run(outcome.mlflow_run_id).data.metrics
+    assert metrics["cause_lateness_minutes"] == learned["cause_lateness_minutes"]
+
+
 def test_retrain_that_is_not_better_stays_at_staging_with_decision_tags(scenario, tmp_path):
     models = tmp_path / "models"
     retrain(settings(), scenario["alerts"], scenario["graph"], models)
