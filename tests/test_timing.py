@@ -67,9 +67,9 @@ def test_the_lag_follows_how_long_callers_take_to_alert(hop_delay, low, high) ->
         assert estimate_propagation_lag(shuffled, context.index, 15) == lag
 
 
-def test_alerts_that_do_not_follow_the_graph_teach_no_lag() -> None:
-    # Background only: alerts at random times on random services. Their lags behind
-    # their dependencies are what chance gives, whatever the graph.
+def background_only() -> tuple[pd.DataFrame, CallerIndex]:
+    """Alerts at random times on random services of a random graph: their lags behind
+    their dependencies, or ahead of their callers, are what chance gives."""
     graph = nx.relabel_nodes(
         nx.gnp_random_graph(80, 0.05, seed=3, directed=True), lambda i: f"svc-{i}"
     )
@@ -84,7 +84,12 @@ def test_alerts_that_do_not_follow_the_graph_teach_no_lag() -> None:
         }
     )
     alerts["mapped_service"] = alerts["service"]
-    lag = estimate_propagation_lag(alerts, CallerIndex(graph, 4), 15)
+    return alerts, CallerIndex(graph, 4)
+
+
+def test_alerts_that_do_not_follow_the_graph_teach_no_lag() -> None:
+    alerts, index = background_only()
+    lag = estimate_propagation_lag(alerts, index, 15)
     assert lag.minutes is None
     assert lag.samples > 500  # plenty of lags, none of them propagation
 
@@ -191,24 +196,11 @@ def test_a_stray_symptom_minutes_before_a_fault_does_not_stretch_the_lateness() 
 
 
 def test_background_alerts_teach_no_lateness() -> None:
-    graph = nx.relabel_nodes(
-        nx.gnp_random_graph(80, 0.05, seed=3, directed=True), lambda i: f"svc-{i}"
-    )
-    rng = np.random.default_rng(3)
-    n = 3000
-    alerts = pd.DataFrame(
-        {
-            "timestamp": pd.Timestamp("2026-01-05", tz="UTC")
-            + pd.to_timedelta(rng.uniform(0, 2 * 86_400, n), unit="s"),
-            "service": rng.choice(sorted(graph.nodes), n),
-            "alert_name": rng.choice(["HighRequestLatency", "HighErrorRate", "HighCPUUsage"], n),
-        }
-    )
-    alerts["mapped_service"] = alerts["service"]
-    lateness = estimate_cause_lateness(alerts, CallerIndex(graph, 4), 15)
+    alerts, index = background_only()
+    lateness = estimate_cause_lateness(alerts, index, 15)
     assert lateness.minutes is None
     assert lateness.samples > 100  # plenty of faults after a caller's symptom, by chance
-    assert estimate_cause_lateness(alerts.iloc[:0], CallerIndex(graph, 4), 15).samples == 0
+    assert estimate_cause_lateness(alerts.iloc[:0], index, 15).samples == 0
 
 
 def test_learn_timing_sets_the_lateness_unless_one_is_configured() -> None:
