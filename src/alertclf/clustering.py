@@ -155,7 +155,9 @@ class InductiveClusterer(ClusterMixin, BaseEstimator):
     The neighbours are searched among at most ``max_reference`` clustered training points
     (a seeded sample keeping each cluster's share): labelling the benchmark's 100k batch
     took 1.7 s against all 7,460 points (k-d tree) and 0.4 s against 2,000 (brute force,
-    all cores), with the same label for every one of the 100,000 alerts.
+    all cores), with the same label for every one of the 100,000 alerts. On one core,
+    200,000 alerts of the 1M bench batch took 1.38 s against 2,000 and 0.87 s against
+    1,000, again with the same label for every alert (confidence 0.003 apart on average).
     """
 
     def __init__(
@@ -164,7 +166,7 @@ class InductiveClusterer(ClusterMixin, BaseEstimator):
         n_neighbors=10,
         noise_quantile=0.95,
         noise_radius=None,
-        max_reference=2_000,
+        max_reference=1_000,
         random_state=0,
     ):
         self.clusterer = clusterer
