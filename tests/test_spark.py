@@ -142,6 +142,29 @@ def test_spark_batch_equals_local_batch(spark, scenario, models):
     assert result.state.to_json() == local.state.to_json()
 
 
+def test_spark_groups_with_a_cause_lateness_as_the_local_engine(spark, scenario, models):
+    # Where causes alert late, the executors' consolidation waits as long as the local
+    # one for a cause (the lateness reaches them with the settings).
+    from alertclf.spark_engine import classify_spark
+
+    late = settings(cause_lateness_minutes=8)
+    tracking.configure_tracking(models)
+    model = tracking.load_model(late.model_name, alias=tracking.PRODUCTION)
+    batch, context = load_inputs(scenario["alerts"], scenario["graph"], late)
+    prepared = prepare_batch(batch.alerts, context, late)
+    local = score_batch(prepared, model.predict, model.profiles, context, late)
+    usual = prepare_batch(batch.alerts, context, settings())
+    moved = (
+        usual.alerts.set_index("alert_id")["group_id"]
+        != prepared.alerts.set_index("alert_id")["group_id"]
+    )
+    assert moved.sum() > 0  # the lateness changes this scenario's grouping
+
+    got = classify_spark(late, scenario["alerts"], scenario["graph"], model, None, MASTER)
+    pd.testing.assert_frame_equal(got.to_pandas(), local.alerts.reset_index(drop=True))
+    pd.testing.assert_frame_equal(got.incidents, local.incidents)
+
+
 def test_large_batches_sample_only_the_cluster_quality_metrics(
     spark, scenario, models, monkeypatch
 ):
