@@ -36,7 +36,7 @@ import pandas as pd
 from common import machine, markdown_table
 
 from alertclf.consolidate import consolidate
-from alertclf.evaluation import grouping_scores
+from alertclf.evaluation import grouping_scores, root_cause_accuracy
 from alertclf.flows import split_holdout
 from alertclf.graph import load_graph
 from alertclf.io.alerts import normalize_alerts
@@ -95,33 +95,19 @@ def one_run(job: tuple[str, str, str, int, str]) -> list[dict]:
             context.index,
             used.time_window_minutes,
             used.cause_lateness_minutes,
-        ).set_index("group_id")["root_cause_service"]
+        )
         rows.append(
             {
                 "timing": timing,
                 "scenario": scenario,
                 "way": way,
                 "ari": ari,
-                "root_cause": _root_cause_right(scored, roots),
+                "root_cause": root_cause_accuracy(scored, roots),
                 "lag": used.propagation_lag_minutes,
                 "lateness": used.cause_lateness_minutes,
             }
         )
     return rows
-
-
-def _root_cause_right(scored: pd.DataFrame, roots: pd.Series) -> float:
-    """Share of incidents whose main group (the one holding most of its alerts) names
-    the incident's root service."""
-    real = scored[(scored["root_service"].fillna("") != "") & ~scored["is_noise"].astype(bool)]
-    if real.empty:
-        return float("nan")
-    sizes = real.groupby(["incident_id", "group_id"]).size().rename("n").reset_index()
-    main = sizes.sort_values(["incident_id", "n", "group_id"], ascending=[True, False, True])
-    main = main.drop_duplicates("incident_id").set_index("incident_id")["group_id"]
-    wanted = real.drop_duplicates("incident_id").set_index("incident_id")["root_service"]
-    named = main.map(roots).fillna("").str.lower()
-    return float((named == wanted.loc[main.index].astype(str).str.lower()).mean())
 
 
 def summary(results: pd.DataFrame) -> pd.DataFrame:

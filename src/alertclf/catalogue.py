@@ -14,6 +14,8 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 
+# The family of an alert name whose words match no family.
+UNKNOWN_FAMILY = "other"
 FAMILIES: tuple[str, ...] = (
     "cpu",
     "memory",
@@ -24,7 +26,7 @@ FAMILIES: tuple[str, ...] = (
     "availability",
     "datastore",
     "queue",
-    "other",
+    UNKNOWN_FAMILY,
 )
 FAMILY_LABELS: dict[str, str] = {
     "cpu": "CPU saturation",
@@ -36,10 +38,8 @@ FAMILY_LABELS: dict[str, str] = {
     "availability": "Availability",
     "datastore": "Datastore health",
     "queue": "Queue backlog",
-    "other": "Other alerts",
+    UNKNOWN_FAMILY: "Other alerts",
 }
-# The family of an alert name whose words match no family.
-UNKNOWN_FAMILY = "other"
 
 
 @dataclass(frozen=True)
@@ -151,7 +151,7 @@ def alert_family(alert_name: str) -> str:
 
 
 # Families a caller can show when one of its dependencies fails.
-SYMPTOM_FAMILIES = frozenset({"latency", "errors", "availability", "other"})
+SYMPTOM_FAMILIES = frozenset({"latency", "errors", "availability", UNKNOWN_FAMILY})
 # Words of alerts that report a fault of the service itself (its pods crash, are killed,
 # are missing): a failing dependency slows or fails a caller, it does not kill its pods.
 _LOCAL_FAULT_WORDS = frozenset(
@@ -194,7 +194,7 @@ def symptom_fit(cause_family: str, symptom_family: str) -> float:
 @lru_cache(maxsize=64)
 def best_symptom_fit(symptom_family: str) -> float:
     """The highest :func:`symptom_fit` any fault gives ``symptom_family``."""
-    causes = [*SYMPTOMS_OF_FAULT, "other"]
+    causes = [*SYMPTOMS_OF_FAULT, UNKNOWN_FAMILY]
     return max(symptom_fit(cause, symptom_family) for cause in causes)
 
 

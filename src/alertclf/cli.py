@@ -129,23 +129,15 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--noise-share", type=share, default=0.15)
     sim.add_argument("--replica-share", type=share, default=0.3)
     sim.add_argument("--name-variant-share", type=share, default=0.3)
-    sim.add_argument(
-        "--hop-delay",
-        nargs=2,
-        type=_non_negative_float,
-        default=(0.5, 3.0),
-        metavar=("MIN", "MAX"),
-        help="minutes from a service's fault to its callers' alerts, per hop",
-    )
-    sim.add_argument(
-        "--root-delay",
-        nargs=2,
-        type=_non_negative_float,
-        default=(0.0, 1.5),
-        metavar=("MIN", "MAX"),
-        help="minutes from a fault to the faulty service's own first alert "
-        "(a resource rule with `for: 5m`: about 3 10)",
-    )
+    # Unset, the simulator's own defaults (0.5-3 and 0-1.5 minutes) apply.
+    for flag, meaning in (
+        ("--hop-delay", "minutes from a service's fault to its callers' alerts, per hop"),
+        ("--root-delay", "minutes from a fault to the faulty service's own first alert "
+         "(a resource rule with `for: 5m`: about 3 10)"),
+    ):  # fmt: skip
+        sim.add_argument(
+            flag, nargs=2, type=_non_negative_float, metavar=("MIN", "MAX"), help=meaning
+        )
     sim.add_argument("--start", default="2026-01-05T00:00:00Z", type=_timestamp_text)
     sim.set_defaults(handler=cmd_simulate)
 
@@ -391,10 +383,16 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             noise_share=args.noise_share,
             replica_share=args.replica_share,
             name_variant_share=args.name_variant_share,
-            hop_delay_minutes=tuple(args.hop_delay),
-            root_delay_minutes=tuple(args.root_delay),
             dedup_window_minutes=settings.time_window_minutes,
             start=args.start,
+            **{
+                field: tuple(minutes)
+                for field, minutes in (
+                    ("hop_delay_minutes", args.hop_delay),
+                    ("root_delay_minutes", args.root_delay),
+                )
+                if minutes is not None
+            },
         )
     except ValueError as err:
         raise CommandError(f"simulate: {err}") from None

@@ -37,7 +37,7 @@ from collections.abc import Iterable, Iterator
 import numpy as np
 import pandas as pd
 
-from alertclf.catalogue import FAMILIES, alert_family, can_be_symptom
+from alertclf.catalogue import FAMILIES, UNKNOWN_FAMILY, alert_family, can_be_symptom
 from alertclf.consolidate import severity_ordinals, to_epoch_ns
 from alertclf.distinct import per_distinct
 
@@ -148,7 +148,7 @@ def finish_features(out: FeatureBlock, alerts: pd.DataFrame) -> pd.DataFrame:
     out["a_group_age"] = np.log1p(np.maximum(col("group_age_minutes"), 0))
     out["a_is_group_root"] = col("on_root")
     out["a_hops_to_root"] = col("hops_to_root")
-    cause = alerts["cause_family"].fillna("other").astype(str).to_numpy(dtype=object)
+    cause = alerts["cause_family"].fillna(UNKNOWN_FAMILY).astype(str).to_numpy(dtype=object)
     out.update(_one_hot(cause, "a_cause_"))
 
     return out.frame(alerts.index)

@@ -43,8 +43,7 @@ from alertclf.ranking import (
 from alertclf.settings import Settings
 from alertclf.timing import (
     PropagationLag,
-    estimate_cause_lateness,
-    estimate_propagation_lag,
+    estimate_timing,
     with_learned_lag,
     with_learned_lateness,
 )
@@ -417,20 +416,21 @@ def learn_timing(
     """The settings to group ``alerts`` (history) and later batches with: the estate's
     propagation lag and cause lateness learned from them (:mod:`alertclf.timing`),
     each unless ``settings`` configure it. Returns the propagation lag's estimate too."""
-    lag_known = settings.propagation_lag_minutes is not None
-    lateness_known = settings.cause_lateness_minutes is not None
-    if lag_known and lateness_known:
-        return settings, PropagationLag(settings.propagation_lag_minutes, 0, 0.0)
+    configured = PropagationLag(settings.propagation_lag_minutes, 0, 0.0)
+    learn_lag = settings.propagation_lag_minutes is None
+    learn_lateness = settings.cause_lateness_minutes is None
+    if not (learn_lag or learn_lateness):
+        return settings, configured
     mapped = enrich_alerts(alerts, context.graph, settings, context.mapper)
-    window = settings.time_window_minutes
-    if lag_known:
-        lag = PropagationLag(settings.propagation_lag_minutes, 0, 0.0)
+    lag, lateness = estimate_timing(
+        mapped, context.index, settings.time_window_minutes, learn_lag, learn_lateness
+    )
+    if lag is None:
+        lag = configured
     else:
-        lag = estimate_propagation_lag(mapped, context.index, window)
         _log_learned("propagation lag", lag, "onsets with trouble on their path")
         settings = with_learned_lag(settings, lag.minutes)
-    if not lateness_known:
-        lateness = estimate_cause_lateness(mapped, context.index, window)
+    if lateness is not None:
         _log_learned("cause lateness", lateness, "fault onsets after their callers' symptoms")
         settings = with_learned_lateness(settings, lateness.minutes)
     return settings, lag

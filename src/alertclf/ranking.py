@@ -46,7 +46,7 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
-from alertclf.catalogue import FAMILY_LABELS, alert_family
+from alertclf.catalogue import FAMILY_LABELS, UNKNOWN_FAMILY, alert_family
 from alertclf.consolidate import UNMAPPED_PREFIX, CallerIndex, service_keys, severity_ordinals
 from alertclf.contracts import INCIDENT_COLUMNS, SEVERITIES, SEVERITY_ORDINAL
 
@@ -349,7 +349,7 @@ def incident_facts(
     table["minutes_since_last"] = (batch_end - table["last_seen"]).dt.total_seconds() / 60.0
     family = _dominant_families(frame)
     family.index = group_ids[family.index.to_numpy()]
-    family = family.reindex(table["group_id"]).fillna("other")
+    family = family.reindex(table["group_id"]).fillna(UNKNOWN_FAMILY)
     table["name"] = [
         f"{FAMILY_LABELS[f]} · {root or '?'}" + (f" (+{n - 1} services)" if n > 1 else "")
         for f, root, n in zip(
@@ -431,7 +431,7 @@ def _dominant_families(frame: pd.DataFrame) -> pd.Series:
         .rename("n")
         .reset_index()
     )
-    counts["cause"] = ~counts["family"].isin(["latency", "errors", "other"])
+    counts["cause"] = ~counts["family"].isin(["latency", "errors", UNKNOWN_FAMILY])
     counts = counts.sort_values(
         ["_g", "cause", "n", "family"], ascending=[True, False, False, True]
     )

@@ -47,6 +47,7 @@ from tqdm.auto import tqdm
 from alertclf.catalogue import (
     CATALOGUE,
     FAMILIES,
+    UNKNOWN_FAMILY,
     AlertType,
     alert_types_for,
     symptom_types_for,
@@ -390,7 +391,7 @@ def simulate(config: SimulationConfig, graph: nx.DiGraph | None = None) -> Simul
 
     n_incident_alerts = sum(len(t) for t in rows.cols["t"])
     n_noise_alerts = round(n_incident_alerts * config.noise_share / (1 - config.noise_share))
-    noise_families = [f for f in FAMILIES if f != "other"]
+    noise_families = [f for f in FAMILIES if f != UNKNOWN_FAMILY]
     _emit_noise(
         rows,
         names,

@@ -84,18 +84,8 @@ def estimate_propagation_lag(
     """The propagation lag of the estate the mapped ``alerts`` come from (columns
     ``timestamp, service, mapped_service, alert_name``). Cost: one sort of the alerts and
     one search per active dependency edge; no pair of alerts is enumerated."""
-    if len(alerts) == 0:
-        return PropagationLag(None, 0, 0.0)
     onsets = _onsets(alerts, window_minutes * NS_PER_MINUTE)
-    lags = _OnsetLags(
-        targets=_by_service(onsets[onsets["symptom"].to_numpy()], index),
-        sources=_by_service(onsets),
-        neighbours=index.dependencies,
-        horizon=int(horizon_minutes * NS_PER_MINUTE),
-        span=onsets["t"],
-    )
-    return _beyond_chance(lambda shift: lags(shift, "latest_before"), horizon_minutes,
-                          bin_minutes, quantile, min_samples, STRAY_GAP_MINUTES)  # fmt: skip
+    return _propagation_lag(onsets, index, quantile, horizon_minutes, bin_minutes, min_samples)
 
 
 def estimate_cause_lateness(
@@ -114,65 +104,104 @@ def estimate_cause_lateness(
     cause, and longer horizons draw more chance pairs. The upper decile, not the
     quartile: the bound must cover nearly every late cause, since a cause that comes
     later than it splits its incident in two."""
-    if len(alerts) == 0:
-        return PropagationLag(None, 0, 0.0)
     onsets = _onsets(alerts, window_minutes * NS_PER_MINUTE)
-    horizon = int(horizon_minutes * NS_PER_MINUTE)
+    return _cause_lateness(onsets, index, quantile, horizon_minutes, bin_minutes, min_samples)
+
+
+def estimate_timing(
+    alerts: pd.DataFrame,
+    index: CallerIndex,
+    window_minutes: float,
+    lag: bool = True,
+    lateness: bool = True,
+) -> tuple[PropagationLag | None, PropagationLag | None]:
+    """The propagation lag and the cause lateness (each None when not asked for) with
+    their default parameters, from one pass over the alerts' series onsets (on a
+    million alerts that pass is 0.9 s of each estimate's 2-3 s)."""
+    onsets = _onsets(alerts, window_minutes * NS_PER_MINUTE)
+    return (
+        _propagation_lag(onsets, index) if lag else None,
+        _cause_lateness(onsets, index) if lateness else None,
+    )
+
+
+def _propagation_lag(
+    onsets: pd.DataFrame,
+    index: CallerIndex,
+    quantile: float = 0.75,
+    horizon_minutes: float = 30.0,
+    bin_minutes: float = 0.5,
+    min_samples: int = 5,
+) -> PropagationLag:
+    if onsets.empty:
+        return PropagationLag(None, 0, 0.0)
     lags = _OnsetLags(
-        targets=_by_service(onsets[~onsets["symptom"].to_numpy()], index),
-        sources=_by_service(onsets[onsets["symptom"].to_numpy()]),
-        neighbours=lambda key: index.direct_callers(key) - {key},
-        horizon=horizon,
+        targets=_by_service(onsets[onsets["symptom"].to_numpy()], index),
+        sources=_by_service(onsets),
+        neighbours=index.dependencies,
+        horizon=int(horizon_minutes * NS_PER_MINUTE),
         span=onsets["t"],
     )
-    late = _excess_count(lambda shift: lags(shift, "earliest_before"))
-    early = _excess_count(lambda shift: lags(shift, "next_after"))
-    if late <= early:
-        return PropagationLag(None, len(lags(0, "earliest_before")), 0.0)
-    return _beyond_chance(lambda shift: lags(shift, "earliest_before"), horizon_minutes,
-                          bin_minutes, quantile, min_samples, STRAY_GAP_MINUTES)  # fmt: skip
+    observed, shifted = lags.drawn("latest_before")
+    return _beyond_chance(observed, shifted, horizon_minutes, bin_minutes, quantile, min_samples)
 
 
-def _excess_count(lags_at: Callable[[int], np.ndarray]) -> float:
+def _cause_lateness(
+    onsets: pd.DataFrame,
+    index: CallerIndex,
+    quantile: float = 0.9,
+    horizon_minutes: float = 10.0,
+    bin_minutes: float = 0.5,
+    min_samples: int = 5,
+) -> PropagationLag:
+    if onsets.empty:
+        return PropagationLag(None, 0, 0.0)
+    symptom = onsets["symptom"].to_numpy()
+    lags = _OnsetLags(
+        targets=_by_service(onsets[~symptom], index),
+        sources=_by_service(onsets[symptom]),
+        neighbours=lambda key: index.direct_callers(key) - {key},
+        horizon=int(horizon_minutes * NS_PER_MINUTE),
+        span=onsets["t"],
+    )
+    observed, shifted = lags.drawn("earliest_before")
+    if _excess_count(observed, shifted) <= _excess_count(*lags.drawn("next_after")):
+        return PropagationLag(None, len(observed), 0.0)
+    return _beyond_chance(observed, shifted, horizon_minutes, bin_minutes, quantile, min_samples)
+
+
+def _excess_count(observed: np.ndarray, shifted: list[np.ndarray]) -> float:
     """How many more samples the observed onsets give than the shifted (chance) ones."""
-    chance = np.mean([len(lags_at(int(h * 60 * NS_PER_MINUTE))) for h in NULL_SHIFTS_HOURS])
-    return len(lags_at(0)) - float(chance)
+    return len(observed) - float(np.mean([len(lags) for lags in shifted]))
 
 
 def _beyond_chance(
-    lags_at: Callable[[int], np.ndarray],
+    observed: np.ndarray,
+    shifted: list[np.ndarray],
     horizon_minutes: float,
     bin_minutes: float,
     quantile: float,
     min_samples: int,
-    gap_minutes: float,
 ) -> PropagationLag:
-    """The ``quantile`` of the lags in excess of chance (``lags_at(shift)``: ns) before
-    the first gap of ``gap_minutes`` without any, if they stand out of chance at all."""
-    observed = lags_at(0)
+    """The ``quantile`` of the ``observed`` lags (ns) in excess of the ``shifted``
+    (chance-only) ones, before the first gap of ``STRAY_GAP_MINUTES`` without any, if
+    they stand out of chance at all."""
     if len(observed) < min_samples:
         return PropagationLag(None, len(observed), 0.0)
     edges = np.arange(0.0, horizon_minutes + bin_minutes, bin_minutes)
     counts = np.histogram(observed / NS_PER_MINUTE, edges)[0].astype(np.float64)
-    chance = np.mean(
-        [
-            np.histogram(lags_at(int(h * 60 * NS_PER_MINUTE)) / NS_PER_MINUTE, edges)[0]
-            for h in NULL_SHIFTS_HOURS
-        ],
-        axis=0,
-    )
+    chance = np.mean([np.histogram(lags / NS_PER_MINUTE, edges)[0] for lags in shifted], axis=0)
     excess = np.clip(counts - chance, 0.0, None)
-    total = float(excess.sum())
     # The lags must stand out of chance: more onsets than chance gives, by three
     # standard deviations of a Poisson count and by a handful at least.
     beyond = float(counts.sum() - chance.sum())
     if beyond < max(min_samples / 4, 3 * np.sqrt(max(float(chance.sum()), 1.0))):
         return PropagationLag(None, len(observed), max(beyond, 0.0))
     filled = np.flatnonzero(excess > 0)
-    apart = np.flatnonzero(np.diff(filled) * bin_minutes > gap_minutes)
+    apart = np.flatnonzero(np.diff(filled) * bin_minutes > STRAY_GAP_MINUTES)
     if len(apart):
         excess[filled[apart[0]] + 1 :] = 0.0
-        total = float(excess.sum())
+    total = float(excess.sum())
     cumulative = np.cumsum(excess)
     upper = edges[1:][int(np.searchsorted(cumulative, quantile * total))]
     return PropagationLag(float(upper), len(observed), total)
@@ -181,6 +210,10 @@ def _beyond_chance(
 def _onsets(alerts: pd.DataFrame, window_ns: float) -> pd.DataFrame:
     """The first alert of every series: ``key`` (service), ``symptom`` (whether the
     alert may be a symptom), ``t`` (epoch ns)."""
+    if len(alerts) == 0:
+        return pd.DataFrame(
+            {"key": [], "name": [], "t": np.array([], dtype=np.int64), "symptom": []}
+        )
     frame = pd.DataFrame(
         {
             "key": service_keys(alerts),
@@ -225,8 +258,14 @@ class _OnsetLags:
     ) -> None:
         self.targets, self.sources, self.neighbours = targets, sources, neighbours
         self.horizon = horizon
-        self.start = int(span.min()) if len(span) else 0
-        self.span = int(span.max()) - self.start + 1 if len(span) else 1
+        self.start = int(span.min())
+        self.span = int(span.max()) - self.start + 1
+
+    def drawn(self, how: str) -> tuple[np.ndarray, list[np.ndarray]]:
+        """The observed lags and, for each of :data:`NULL_SHIFTS_HOURS`, the chance-only
+        ones."""
+        shifts = [int(h * 60 * NS_PER_MINUTE) for h in NULL_SHIFTS_HOURS]
+        return self(0, how), [self(shift, how) for shift in shifts]
 
     def __call__(self, shift: int, how: str) -> np.ndarray:
         """ns of the lags within the horizon, the sources moved by ``shift`` around the
