@@ -80,59 +80,14 @@ def estimate_propagation_lag(
     horizon_minutes: float = 30.0,
     bin_minutes: float = 0.5,
     min_samples: int = 5,
+    onsets: pd.DataFrame | None = None,
 ) -> PropagationLag:
     """The propagation lag of the estate the mapped ``alerts`` come from (columns
     ``timestamp, service, mapped_service, alert_name``). Cost: one sort of the alerts and
-    one search per active dependency edge; no pair of alerts is enumerated."""
-    onsets = _onsets(alerts, window_minutes * NS_PER_MINUTE)
-    return _propagation_lag(onsets, index, quantile, horizon_minutes, bin_minutes, min_samples)
-
-
-def estimate_cause_lateness(
-    alerts: pd.DataFrame,
-    index: CallerIndex,
-    window_minutes: float,
-    quantile: float = 0.9,
-    horizon_minutes: float = 10.0,
-    bin_minutes: float = 0.5,
-    min_samples: int = 5,
-) -> PropagationLag:
-    """How late a fault's own first alert comes after its callers' first symptoms in this
-    estate (module docstring); ``minutes`` None where causes do not come late.
-
-    The horizon is short (10 minutes): that is all a group of symptoms may wait for its
-    cause, and longer horizons draw more chance pairs. The upper decile, not the
-    quartile: the bound must cover nearly every late cause, since a cause that comes
-    later than it splits its incident in two."""
-    onsets = _onsets(alerts, window_minutes * NS_PER_MINUTE)
-    return _cause_lateness(onsets, index, quantile, horizon_minutes, bin_minutes, min_samples)
-
-
-def estimate_timing(
-    alerts: pd.DataFrame,
-    index: CallerIndex,
-    window_minutes: float,
-    lag: bool = True,
-    lateness: bool = True,
-) -> tuple[PropagationLag | None, PropagationLag | None]:
-    """The propagation lag and the cause lateness (each None when not asked for) with
-    their default parameters, from one pass over the alerts' series onsets (on a
-    million alerts that pass is 0.9 s of each estimate's 2-3 s)."""
-    onsets = _onsets(alerts, window_minutes * NS_PER_MINUTE)
-    return (
-        _propagation_lag(onsets, index) if lag else None,
-        _cause_lateness(onsets, index) if lateness else None,
-    )
-
-
-def _propagation_lag(
-    onsets: pd.DataFrame,
-    index: CallerIndex,
-    quantile: float = 0.75,
-    horizon_minutes: float = 30.0,
-    bin_minutes: float = 0.5,
-    min_samples: int = 5,
-) -> PropagationLag:
+    one search per active dependency edge; no pair of alerts is enumerated. ``onsets``:
+    the alerts' series onsets, when already found (:func:`estimate_timing`)."""
+    if onsets is None:
+        onsets = _onsets(alerts, window_minutes * NS_PER_MINUTE)
     if onsets.empty:
         return PropagationLag(None, 0, 0.0)
     lags = _OnsetLags(
@@ -146,14 +101,26 @@ def _propagation_lag(
     return _beyond_chance(observed, shifted, horizon_minutes, bin_minutes, quantile, min_samples)
 
 
-def _cause_lateness(
-    onsets: pd.DataFrame,
+def estimate_cause_lateness(
+    alerts: pd.DataFrame,
     index: CallerIndex,
+    window_minutes: float,
     quantile: float = 0.9,
     horizon_minutes: float = 10.0,
     bin_minutes: float = 0.5,
     min_samples: int = 5,
+    onsets: pd.DataFrame | None = None,
 ) -> PropagationLag:
+    """How late a fault's own first alert comes after its callers' first symptoms in this
+    estate (module docstring); ``minutes`` None where causes do not come late.
+    ``onsets`` as for :func:`estimate_propagation_lag`.
+
+    The horizon is short (10 minutes): that is all a group of symptoms may wait for its
+    cause, and longer horizons draw more chance pairs. The upper decile, not the
+    quartile: the bound must cover nearly every late cause, since a cause that comes
+    later than it splits its incident in two."""
+    if onsets is None:
+        onsets = _onsets(alerts, window_minutes * NS_PER_MINUTE)
     if onsets.empty:
         return PropagationLag(None, 0, 0.0)
     symptom = onsets["symptom"].to_numpy()
@@ -168,6 +135,23 @@ def _cause_lateness(
     if _excess_count(observed, shifted) <= _excess_count(*lags.drawn("next_after")):
         return PropagationLag(None, len(observed), 0.0)
     return _beyond_chance(observed, shifted, horizon_minutes, bin_minutes, quantile, min_samples)
+
+
+def estimate_timing(
+    alerts: pd.DataFrame,
+    index: CallerIndex,
+    window_minutes: float,
+    lag: bool = True,
+    lateness: bool = True,
+) -> tuple[PropagationLag | None, PropagationLag | None]:
+    """The propagation lag and the cause lateness (each None when not asked for) with
+    their default parameters, from one pass over the alerts' series onsets (on a
+    million alerts that pass is 0.9 s of each estimate's 2-3 s)."""
+    onsets = _onsets(alerts, window_minutes * NS_PER_MINUTE)
+    return (
+        estimate_propagation_lag(alerts, index, window_minutes, onsets=onsets) if lag else None,
+        estimate_cause_lateness(alerts, index, window_minutes, onsets=onsets) if lateness else None,
+    )
 
 
 def _excess_count(observed: np.ndarray, shifted: list[np.ndarray]) -> float:
