@@ -12,7 +12,10 @@ mapping, three ways:
 
 - ``fixed``: the default timing (2 minutes a hop, causes alert first);
 - ``lag``: the propagation lag learned from the history (:mod:`alertclf.timing`);
-- ``lag+lateness``: that and the cause lateness learned from the same history.
+- ``lag+lateness``: that and the cause lateness learned from the same history;
+- ``+regroup``: that, then each symptom series quiet for a window moved to the trouble it
+  ended with (:mod:`alertclf.regroup`; the history is one batch, so the series of the
+  last window stay where they went).
 
 ``--history full`` learns from the whole two days, ``quarter`` from the first 12 hours
 (what ``quality.py`` trains on). Scores are on the last 75% of each history: group ARI
@@ -35,7 +38,7 @@ from pathlib import Path
 import pandas as pd
 from common import machine, markdown_table
 
-from alertclf.consolidate import consolidate
+from alertclf.consolidate import consolidate, service_keys, to_epoch_ns
 from alertclf.evaluation import grouping_scores, root_cause_accuracy
 from alertclf.flows import split_holdout
 from alertclf.graph import load_graph
@@ -43,6 +46,7 @@ from alertclf.io.alerts import normalize_alerts
 from alertclf.mapping import enrich_alerts
 from alertclf.pipeline import GraphContext, learn_timing
 from alertclf.ranking import root_causes
+from alertclf.regroup import regroup
 from alertclf.settings import Settings
 from alertclf.simulate import SimulationConfig, simulate
 
@@ -57,7 +61,7 @@ TIMINGS = {
     "cause 2-5 min late": ((0.5, 3.0), (2.0, 5.0)),
     "cause 3-10 min late (for: 5m on resources)": ((0.5, 3.0), (3.0, 10.0)),
 }
-WAYS = ("fixed", "lag", "lag+lateness")
+WAYS = ("fixed", "lag", "lag+lateness", "+regroup")
 
 
 def one_run(job: tuple[str, str, str, int, str]) -> list[dict]:
@@ -79,13 +83,23 @@ def one_run(job: tuple[str, str, str, int, str]) -> list[dict]:
         "fixed": settings,
         "lag": learned.model_copy(update={"cause_lateness_minutes": None}),
         "lag+lateness": learned,
+        "+regroup": learned,
     }
     mapped = enrich_alerts(alerts, context.graph, settings, context.mapper)
     truth = sim.truth[["alert_id", "incident_id", "root_service", "is_noise"]]
     rows = []
     for way, used in ways.items():
         grouped = consolidate(mapped, context.graph, used, None, context.index)
-        scored = split_holdout(mapped.assign(group_id=grouped.group_ids), 0.75)[1]
+        group_ids = grouped.group_ids
+        if way == "+regroup":
+            times = to_epoch_ns(mapped["timestamp"])
+            placed = mapped.assign(group_id=group_ids, group_reason=grouped.reasons)
+            keys = service_keys(mapped)
+            end = int(times.max())
+            group_ids = regroup(
+                placed, times, keys, grouped.groups, context.index, used, None, end
+            ).group_ids
+        scored = split_holdout(mapped.assign(group_id=group_ids), 0.75)[1]
         scored = scored.merge(truth, on="alert_id")
         ari = grouping_scores(
             scored["incident_id"].astype(str).to_numpy(), scored["group_id"].to_numpy()
@@ -117,7 +131,7 @@ def summary(results: pd.DataFrame) -> pd.DataFrame:
         for way in WAYS:
             part = frame[frame["way"] == way]
             row[f"ARI {way}"] = f"{part['ari'].mean():.3f} / {part['ari'].min():.3f}"
-        for way in ("fixed", "lag+lateness"):
+        for way in ("fixed", "lag+lateness", "+regroup"):
             part = frame[frame["way"] == way]
             row[f"root cause {way}"] = part["root_cause"].mean()
         learned = frame[frame["way"] == "lag+lateness"]["lateness"]

@@ -113,6 +113,7 @@ RESULT_FILES: tuple[str, ...] = (
     "cluster_summary.csv",
     "ranked_clusters.csv",
     "incident_groups.csv",
+    "group_revisions.csv",
     "deduplicated_alerts.csv",
     "alerts_by_cluster_detailed.csv",
     "clustering_statistics.json",

@@ -426,6 +426,7 @@ def result_tables(result: BatchResult, batch: AlertBatch) -> dict[str, Table]:
         "cluster_summary.csv": result.cluster_summary,
         "ranked_clusters.csv": result.clusters,
         "incident_groups.csv": result.incidents,
+        "group_revisions.csv": result.revisions,
         "deduplicated_alerts.csv": View(final, _not_duplicate_rows),
         "alerts_by_cluster_detailed.csv": View(final, _by_cluster_rows),
         "mapping_statistics.csv": result.mapping,
@@ -715,6 +716,8 @@ def _log_classify(
         "rows_new": len(new),
         "rows_rejected_late": metadata["rows_rejected_late"],
         "incident_groups": len(incidents),
+        # alerts of earlier runs moved to another group (group_revisions.csv)
+        "alerts_regrouped": len(result.revisions),
         "clusters_seen": len(result.clusters),
         **result.statistics,
         **{f"seconds_{k}": v for k, v in stage_times.items()},
@@ -1237,6 +1240,7 @@ def combine_batches(
         empty = pd.DataFrame()
         return {name: empty for name in RESULT_FILES if name.endswith(".csv")}
     alerts = order_columns(pd.concat([r.alerts for r in results], ignore_index=True))
+    alerts["group_id"] = apply_revisions(alerts, [r.revisions for r in results])
     incidents = pd.concat([r.incidents for r in results], ignore_index=True)
     incidents = incidents.drop_duplicates("group_id", keep="last")
     incidents = incidents.sort_values(["importance_score", "group_id"], ascending=[False, True])
@@ -1259,6 +1263,18 @@ def combine_batches(
     tables = result_tables(fake, AlertBatch(alerts.iloc[0:0], pd.DataFrame(), 0, [], []))
     tables.pop("rejected_alerts.csv")
     return tables
+
+
+def apply_revisions(alerts: pd.DataFrame, revisions: list[pd.DataFrame]) -> pd.Series:
+    """``alerts``' group ids with the later batches' revisions applied, in order (an
+    alert moves at most once, when its series has been quiet for a window)."""
+    group_ids = alerts["group_id"]
+    moves = [r for r in revisions if len(r)]
+    if not moves:
+        return group_ids
+    latest = pd.concat(moves, ignore_index=True).drop_duplicates("alert_id", keep="last")
+    revised = alerts["alert_id"].astype(str).map(latest.set_index("alert_id")["revised_group_id"])
+    return revised.where(revised.notna(), group_ids).rename("group_id")
 
 
 # --- evaluate ---------------------------------------------------------------------------

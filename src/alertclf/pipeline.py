@@ -24,7 +24,13 @@ import numpy as np
 import pandas as pd
 from threadpoolctl import threadpool_limits
 
-from alertclf.consolidate import CallerIndex, ConsolidationState, consolidate
+from alertclf.consolidate import (
+    CallerIndex,
+    ConsolidationState,
+    consolidate,
+    service_keys,
+    to_epoch_ns,
+)
 from alertclf.dedup import DedupState, mark_duplicates
 from alertclf.features import FEATURE_WEIGHTS, FeatureBlock, finish_features, start_features
 from alertclf.forking import Forked, can_fork
@@ -40,6 +46,7 @@ from alertclf.ranking import (
     rank_incidents,
     root_causes,
 )
+from alertclf.regroup import RegroupState, empty_revisions, regroup
 from alertclf.settings import Settings
 from alertclf.timing import (
     PropagationLag,
@@ -97,12 +104,14 @@ class PipelineState:
 
     consolidation: ConsolidationState = field(default_factory=ConsolidationState)
     dedup: DedupState = field(default_factory=DedupState)
+    regroup: RegroupState = field(default_factory=RegroupState)
 
     def to_json(self) -> str:
         return json.dumps(
             {
                 "consolidation": json.loads(self.consolidation.to_json()),
                 "dedup": json.loads(self.dedup.to_json()),
+                "regroup": json.loads(self.regroup.to_json()),
             },
             sort_keys=True,
         )
@@ -113,6 +122,7 @@ class PipelineState:
         return cls(
             ConsolidationState.from_json(json.dumps(data.get("consolidation", {}))),
             DedupState.from_json(json.dumps(data.get("dedup", {}))),
+            RegroupState.from_json(json.dumps(data.get("regroup", {}))),
         )
 
 
@@ -124,6 +134,8 @@ class Prepared:
     state: PipelineState
     timings: dict[str, float]
     incident_facts: Forked | None = None  # being worked out by a second process
+    # moves of alerts published by earlier batches (alertclf.regroup)
+    revisions: pd.DataFrame = field(default_factory=empty_revisions)
 
 
 @dataclass
@@ -136,6 +148,7 @@ class BatchResult:
     statistics: dict
     state: PipelineState
     timings: dict[str, float]
+    revisions: pd.DataFrame = field(default_factory=empty_revisions)
 
 
 @contextmanager
@@ -155,8 +168,11 @@ def prepare_batch(
     settings: Settings,
     state: PipelineState | None = None,
     scoring: bool = False,
+    end: int | None = None,
 ) -> Prepared:
-    """Mapping, consolidation, dedup and features for one batch of validated alerts.
+    """Mapping, consolidation, regrouping, dedup and features for one batch of validated
+    alerts. ``end`` (epoch ns) is the batch's newest alert unless given: a Spark executor
+    holds part of the batch and passes the whole batch's.
 
     ``scoring``: :func:`score_batch` follows. On a large batch a second process then
     works out the incidents' root causes and facts (they need no clusters) while this one
@@ -191,6 +207,14 @@ def prepare_batch(
         enriched["duplicate_of"] = dups["duplicate_of"]
     elapsed = time.perf_counter() - started
     timings["consolidation"] = round(elapsed - timings["dedup"] - timings["features"], 4)
+    with _timed(timings, "regroup"):
+        times = to_epoch_ns(enriched["timestamp"])
+        newest = end if end is not None else (int(times.max()) if len(times) else 0)
+        moved = regroup(
+            enriched, times, service_keys(enriched), grouped.groups, context.index, settings,
+            state.regroup, newest,
+        )  # fmt: skip
+        enriched["group_id"] = moved.group_ids
     facts = None
     if scoring and len(enriched) >= settings.parallel_min_alerts and can_fork():
         facts = Forked(_incident_facts, enriched, grouped.groups, context, settings)
@@ -200,9 +224,10 @@ def prepare_batch(
         alerts=enriched,
         features=features,
         groups=grouped.groups,
-        state=PipelineState(grouped.state, dedup_state),
+        state=PipelineState(grouped.state, dedup_state, moved.state),
         timings=timings,
         incident_facts=facts,
+        revisions=moved.revisions,
     )
 
 
@@ -283,6 +308,7 @@ def score_batch(
         statistics=statistics,
         state=prepared.state,
         timings=timings,
+        revisions=prepared.revisions,
     )
 
 

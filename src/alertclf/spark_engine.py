@@ -61,7 +61,7 @@ import time
 import uuid
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -85,6 +85,7 @@ from alertclf.errors import AlertclfError
 from alertclf.io.alerts import InputError, as_rejected, concat_rejected
 from alertclf.mapping import ENRICHMENT_COLUMNS
 from alertclf.pipeline import GraphContext, PipelineState
+from alertclf.regroup import RegroupState, empty_revisions
 from alertclf.settings import Settings
 
 if TYPE_CHECKING:
@@ -519,6 +520,11 @@ def split_state(state: PipelineState, labels: dict[str, str]) -> dict[str, Pipel
         share(key).consolidation.recent[key] = list(times)
     for episode in state.dedup.episodes:
         share(str(episode[0]).partition("\x1f")[0]).dedup.episodes.append(episode)
+    # A series' candidate groups have roots below it: in its component.
+    for gid, root in state.regroup.roots.items():
+        share(root[0]).regroup.roots[gid] = root
+    for entry in state.regroup.pending:
+        share(entry[0]).regroup.pending.append(entry)
     return shares
 
 
@@ -552,22 +558,27 @@ def merge_states(parts: list[PipelineState], ends: StateEnds, settings: Settings
     series: list[list] = []
     recent: dict[str, list[int]] = {}
     episodes: list[list] = []
+    regrouping = RegroupState()
     for part in parts:
         groups += part.consolidation.groups
         series += part.consolidation.series
         recent.update(part.consolidation.recent)
         episodes += part.dedup.episodes
+        regrouping.roots.update(part.regroup.roots)
+        regrouping.pending += part.regroup.pending
     end = ends.groups
     if end is not None:
         groups = [g for g in groups if end - g.last_seen <= window and end - g.start <= span]
         memory = series_memory_ns(settings)
         series = [s for s in series if end - int(s[3]) <= memory]
+        regrouping = regrouping.trimmed(end, settings)
     trimmed = {k: sorted(t for t in v if ends.recent - t < BURST_NS) for k, v in recent.items()}
     episodes = [e for e in episodes if ends.episodes - int(e[3]) <= window]
     groups.sort(key=lambda g: (g.start, g.group_id))
     return PipelineState(
         ConsolidationState(groups, sorted(series), {k: v for k, v in trimmed.items() if v}),
         DedupState(sorted(episodes)),
+        RegroupState(regrouping.roots, sorted(regrouping.pending)),
     )
 
 
@@ -607,6 +618,7 @@ def _prepare_component(
     states_bc: Any,
     schema_names: list[str],
     batch_ends: dict[int, StateEnds] | None,
+    batch_end_ns: dict[int, int],
 ) -> pd.DataFrame:
     """Executor side, one component: consolidation, dedup and features by the local code
     (:func:`prepare_batch`), batch after batch for a replay. Alert rows, then one ``g``
@@ -624,7 +636,8 @@ def _prepare_component(
     for number in np.unique(numbers):
         part = frame[numbers == number]
         alerts = part[list(contracts.CANONICAL_COLUMNS)].reset_index(drop=True)
-        prepared = prepare_batch(alerts, context, settings, state)
+        # The whole batch's newest alert: regrouping decides at it, as one local run does.
+        prepared = prepare_batch(alerts, context, settings, state, end=batch_end_ns[int(number)])
         state = prepared.state
         if batch_ends is not None:
             # Trim as the local replay does after every batch (at the global batch end).
@@ -633,7 +646,14 @@ def _prepare_component(
         rows[FILE] = part[FILE].to_numpy()
         rows[BATCH] = int(number)
         out.append(rows)
-        sides.append({"batch": int(number), "groups": prepared.groups, "timings": prepared.timings})
+        sides.append(
+            {
+                "batch": int(number),
+                "groups": prepared.groups,
+                "timings": prepared.timings,
+                "revisions": prepared.revisions,
+            }
+        )
     result = pd.concat(out, ignore_index=True) if out else pd.DataFrame()
     side = _side_frame(component, pickle.dumps((sides, state)))
     result[COMPONENT] = component
@@ -711,6 +731,9 @@ def _finish_alerts(
         alerts["root_cause_service"] = group_key.map(incidents["root_cause_service"])
         if lookups["combined_rank"] is not None:
             alerts["cluster_rank"] = alerts["cluster_id"].map(lookups["combined_rank"])
+        if lookups["revised"] is not None and len(lookups["revised"]):
+            revised = alerts["alert_id"].astype(str).map(lookups["revised"])
+            alerts["group_id"] = revised.where(revised.notna(), alerts["group_id"])
         yield _for_spark(alerts[columns])
 
 
@@ -753,6 +776,8 @@ class SparkBatchResult:
     rows_new: int
     components: int
     model_uri: str
+    # classify: moves of alerts published by earlier runs (alertclf.regroup)
+    revisions: pd.DataFrame = field(default_factory=empty_revisions)
 
     def to_pandas(self) -> pd.DataFrame:
         """The per-alert table on the driver, as the local engine has it (small inputs)."""
@@ -851,7 +876,9 @@ def run_pipeline_spark(
     states_bc = sc.broadcast(shares)
 
     def prepare(key: tuple, pdf: pd.DataFrame) -> pd.DataFrame:
-        return _prepare_component(key, pdf, context_bc, settings, states_bc, names, per_batch_ends)
+        return _prepare_component(
+            key, pdf, context_bc, settings, states_bc, names, per_batch_ends, batch_end_ns
+        )
 
     prepared = keyed.groupBy(COMPONENT).applyInPandas(prepare, _spark_schema_ddl(schema))
     prepared = prepared.persist()
@@ -866,6 +893,16 @@ def run_pipeline_spark(
         schema=f"{COMPONENT} string, {PAYLOAD} binary",
     )
     timings["spark_prepare"] = round(time.perf_counter() - t0, 4)
+    # Moves of alerts published by earlier batches, in batch order (a replay applies
+    # them to its own earlier rows, a classify writes them out).
+    revision_parts = sorted(
+        ((entry["batch"], component, entry["revisions"])
+         for component, (entries, _) in per_component.items() for entry in entries),
+        key=lambda part: part[:2],
+    )  # fmt: skip
+    revisions = pd.concat(
+        [empty_revisions(), *[r for *_, r in revision_parts if len(r)]], ignore_index=True
+    )
     for entries, _ in per_component.values():
         for entry in entries:
             for stage, seconds in entry["timings"].items():
@@ -970,6 +1007,12 @@ def run_pipeline_spark(
     columns = list(order_columns(pd.DataFrame(columns=local_order)).columns)
     columns = [c for c in columns if c not in features]
     lookups = _lookups(batch_incidents, batch_clusters, clusters if batch_minutes else None)
+    # A replay's rows take the moves later batches made (as combine_batches does).
+    lookups["revised"] = (
+        revisions.drop_duplicates("alert_id", keep="last").set_index("alert_id")["revised_group_id"]
+        if batch_minutes
+        else None
+    )
     tables_bc = sc.broadcast(lookups)
     kinds = dict(prepared_columns) | {
         "cluster_id": "long",
@@ -1003,6 +1046,7 @@ def run_pipeline_spark(
         state=new_state,
         timings=timings,
         input=data,
+        revisions=revisions if not batch_minutes else empty_revisions(),
         rows_new=rows_new,
         components=len(per_component),
         model_uri=uri,
@@ -1473,6 +1517,7 @@ def summary_tables(result: SparkBatchResult) -> dict[str, pd.DataFrame]:
         "cluster_summary.csv": result.cluster_summary,
         "ranked_clusters.csv": result.clusters,
         "incident_groups.csv": result.incidents,
+        "group_revisions.csv": result.revisions,
         "deduplicated_alerts.csv": empty,
         "alerts_by_cluster_detailed.csv": empty,
         "mapping_statistics.csv": result.mapping,
