@@ -242,16 +242,29 @@ def test_three_batches_process_every_alert_once_and_carry_open_groups(scenario, 
     # A growing file, as a monitoring export is: each run sees everything so far.
     growing = tmp_path / "alerts.csv"
     seen: list[pd.DataFrame] = []
+    revised: list[pd.DataFrame] = []
     for upper in [*cuts, None]:
         part = alerts if upper is None else alerts[ts < upper]
         part.to_csv(growing, index=False)
         outcome = classify(settings(), growing, scenario["graph"], out, models)
         seen.append(pd.read_csv(outcome.results_dir / "alert_consolidation_final.csv"))
+        revised.append(pd.read_csv(outcome.results_dir / "group_revisions.csv", dtype=str))
+        metrics = mlflow.get_run(outcome.mlflow_run_id).data.metrics
+        assert metrics["alerts_regrouped"] == len(revised[-1])
     ids = pd.concat([s["alert_id"] for s in seen])
     assert ids.is_unique
     assert set(ids) == set(alerts["alert_id"])
     first, second = set(seen[0]["group_id"]), set(seen[1]["group_id"])
     assert first & second, "an incident open at the boundary keeps its group_id"
+    # Symptom series that ended after a cut moved in hindsight: each revision names an
+    # alert an earlier run published, in the group it was published with.
+    assert revised[0].empty and len(revised[1]) + len(revised[2]) > 0
+    for run, revisions in enumerate(revised[1:], start=1):
+        earlier = pd.concat(seen[:run]).astype({"alert_id": str}).set_index("alert_id")
+        assert set(revisions["alert_id"]) <= set(earlier.index)
+        published = earlier.loc[revisions["alert_id"], "group_id"].to_numpy()
+        assert (revisions["group_id"].to_numpy() == published).all()
+        assert (revisions["revised_group_id"] != revisions["group_id"]).all()
 
 
 def test_crash_after_results_before_state_leads_to_a_clean_rerun(scenario, tmp_path):

@@ -24,6 +24,7 @@ import pandas as pd
 import pytest
 
 from alertclf import tracking
+from alertclf.consolidate import consolidate
 from alertclf.contracts import CANONICAL_COLUMNS, RESULT_FILES
 from alertclf.flows import classify, load_inputs, replay, retrain
 from alertclf.pipeline import prepare_batch, score_batch
@@ -116,6 +117,9 @@ def test_spark_batch_equals_local_batch(spark, scenario, models):
     batch, context = load_inputs(scenario["alerts"], scenario["graph"], s)
     prepared = prepare_batch(batch.alerts, context, s)
     local = score_batch(prepared, model.predict, model.profiles, context, s)
+    # Symptom series of this batch moved in hindsight (the executors must move them too).
+    placed = consolidate(prepared.alerts, context.graph, s, None, context.index).group_ids
+    assert (placed != prepared.alerts["group_id"]).sum() > 0
 
     result = classify_spark(s, scenario["alerts"], scenario["graph"], model, None, MASTER)
     got = result.to_pandas()
@@ -283,6 +287,12 @@ def test_replay_spark_equals_replay_local(spark, scenario, models, tmp_path):
     stats = json.loads((mine.results_dir / "clustering_statistics.json").read_text())
     expected = json.loads((local.results_dir / "clustering_statistics.json").read_text())
     assert stats == expected
+    # Later batches moved alerts earlier ones had placed, and both engines applied them.
+    meta, local_meta = (
+        json.loads((outcome.results_dir / "run_metadata.json").read_text())
+        for outcome in (mine, local)
+    )
+    assert meta["alerts_regrouped"] == local_meta["alerts_regrouped"] > 0
 
 
 def test_cli_classify_engine_spark_end_to_end(spark, scenario, models, tmp_path):

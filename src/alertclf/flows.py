@@ -1198,6 +1198,8 @@ def replay(
         "rows_accepted": len(batch.alerts),
         "rows_rejected": len(batch.rejected),
         "rows_replayed": int(sum(len(r.alerts) for r in results)),
+        # alerts a later batch moved after an earlier one had placed them (alertclf.regroup)
+        "alerts_regrouped": int(sum(len(r.revisions) for r in results)),
         "model": "trained in-process" if trained else f"{model.name} v{model.version}",
         "train_fraction": train_fraction if trained else None,
         "package_version": __version__,

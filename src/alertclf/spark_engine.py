@@ -778,6 +778,7 @@ class SparkBatchResult:
     model_uri: str
     # classify: moves of alerts published by earlier runs (alertclf.regroup)
     revisions: pd.DataFrame = field(default_factory=empty_revisions)
+    regrouped: int = 0  # alerts moved after an earlier batch published them
 
     def to_pandas(self) -> pd.DataFrame:
         """The per-alert table on the driver, as the local engine has it (small inputs)."""
@@ -1047,6 +1048,7 @@ def run_pipeline_spark(
         timings=timings,
         input=data,
         revisions=revisions if not batch_minutes else empty_revisions(),
+        regrouped=len(revisions),
         rows_new=rows_new,
         components=len(per_component),
         model_uri=uri,
@@ -1579,6 +1581,7 @@ def replay_flow(
         "rows_accepted": data.rows_accepted,
         "rows_rejected": len(data.rejected),
         "rows_replayed": result.rows_new if result is not None else 0,
+        "alerts_regrouped": result.regrouped if result is not None else 0,
         "model": f"{model.name} v{model.version}",
         "train_fraction": None,
         "package_version": __version__,
