@@ -88,6 +88,9 @@ Alerts whose service is not in the graph are grouped only with alerts of the sam
 State: groups still active at the end of a batch are returned as
 :class:`ConsolidationState` and continue in the next batch with the same ``group_id``.
 
+The choice among candidates is made when a series begins; :mod:`alertclf.regroup`
+revisits it once the series has ended, when its end says which trouble it followed.
+
 Batches of ``parallel_min_alerts`` (200,000) or more are grouped by two
 processes and stitched into exactly this one-pass result (:mod:`alertclf.stitching`).
 """

@@ -21,11 +21,11 @@ root's alerts ended closest to the series' last alert, when that is
   between two groups of one incident and calm online-boutique seed 7 fell from 0.945 to
   0.905.
 
-Measured (consolidation alone, whole two-day histories, true mapping, timing learned,
-seeds 1-20 x 3 topologies; ARI mean / worst): storm 0.895 / 0.736 -> 0.937 / 0.788,
-calm 0.994 / 0.945 -> 0.996 / 0.962; the benchmark's storm seeds 1-5: worst 0.768 ->
-0.851. Causes 3-10 minutes late: storm 0.754 -> 0.843; fast and slow propagation gain
-too (0.872 -> 0.919, 0.825 -> 0.900).
+Measured (benchmarks/timing.py: consolidation alone, whole two-day histories, true
+mapping, timing learned, seeds 1-20 x 3 topologies; ARI mean / worst): storm 0.895 /
+0.736 -> 0.939 / 0.813, calm 0.994 / 0.945 -> 0.996 / 0.962; causes 3-10 minutes late,
+storm 0.754 -> 0.849; fast and slow propagation gain too (0.872 -> 0.923, 0.825 ->
+0.910). benchmarks/quality.py (15-minute batches): storm worst 0.768 -> 0.851.
 
 Alerts already published in an earlier batch cannot be rewritten there: their move is
 returned as a *revision* (``alert_id, group_id, revised_group_id``), which the results
