@@ -38,7 +38,7 @@ from pathlib import Path
 import pandas as pd
 from common import machine, markdown_table
 
-from alertclf.consolidate import consolidate, service_keys, to_epoch_ns
+from alertclf.consolidate import consolidate
 from alertclf.evaluation import grouping_scores, root_cause_accuracy
 from alertclf.flows import split_holdout
 from alertclf.graph import load_graph
@@ -92,13 +92,11 @@ def one_run(job: tuple[str, str, str, int, str]) -> list[dict]:
         grouped = consolidate(mapped, context.graph, used, None, context.index)
         group_ids = grouped.group_ids
         if way == "+regroup":
-            times = to_epoch_ns(mapped["timestamp"])
             placed = mapped.assign(group_id=group_ids, group_reason=grouped.reasons)
-            keys = service_keys(mapped)
-            end = int(times.max())
             group_ids = regroup(
-                placed, times, keys, grouped.groups, context.index, used, None, end
-            ).group_ids
+                placed, grouped.times, grouped.keys, grouped.ids, grouped.groups,
+                context.index, used, None, int(grouped.times.max()),
+            ).group_ids  # fmt: skip
         scored = split_holdout(mapped.assign(group_id=group_ids), 0.75)[1]
         scored = scored.merge(truth, on="alert_id")
         ari = grouping_scores(

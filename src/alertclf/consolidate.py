@@ -464,6 +464,9 @@ def consolidate(
         pd.DataFrame(as_of, index=alerts.index, columns=list(AS_OF_COLUMNS), copy=False).assign(
             cause_family=cause_family
         ),
+        times,
+        keys,
+        ids,
     )
 
 
@@ -1141,6 +1144,10 @@ class Consolidation:
     state: ConsolidationState
     reasons: pd.Series  # how each alert joined its group: one of REASONS
     as_of: pd.DataFrame  # AS_OF_COLUMNS and cause_family, per alert
+    # per alert, as the grouping read them (for alertclf.regroup, which reads them again)
+    times: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    keys: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=object))
+    ids: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=object))
 
 
 def _groups_frame(groups: list[Group]) -> pd.DataFrame:

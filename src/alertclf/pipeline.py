@@ -24,13 +24,7 @@ import numpy as np
 import pandas as pd
 from threadpoolctl import threadpool_limits
 
-from alertclf.consolidate import (
-    CallerIndex,
-    ConsolidationState,
-    consolidate,
-    service_keys,
-    to_epoch_ns,
-)
+from alertclf.consolidate import CallerIndex, ConsolidationState, consolidate
 from alertclf.dedup import DedupState, mark_duplicates
 from alertclf.features import FEATURE_WEIGHTS, FeatureBlock, finish_features, start_features
 from alertclf.forking import Forked, can_fork
@@ -208,11 +202,11 @@ def prepare_batch(
     elapsed = time.perf_counter() - started
     timings["consolidation"] = round(elapsed - timings["dedup"] - timings["features"], 4)
     with _timed(timings, "regroup"):
-        times = to_epoch_ns(enriched["timestamp"])
+        times = grouped.times
         newest = end if end is not None else (int(times.max()) if len(times) else 0)
         moved = regroup(
-            enriched, times, service_keys(enriched), grouped.groups, context.index, settings,
-            state.regroup, newest,
+            enriched, times, grouped.keys, grouped.ids, grouped.groups, context.index,
+            settings, state.regroup, newest,
         )  # fmt: skip
         enriched["group_id"] = moved.group_ids
     facts = None

@@ -116,6 +116,7 @@ def regroup(
     alerts: pd.DataFrame,
     times: np.ndarray,
     keys: np.ndarray,
+    ids: np.ndarray,
     groups: pd.DataFrame,
     index: CallerIndex,
     settings: Settings,
@@ -125,9 +126,10 @@ def regroup(
     """Move the chosen series that have been quiet for a window at ``end`` (epoch ns: the
     batch's newest alert) to the trouble they ended with.
 
-    ``alerts``: the batch with ``alert_id, alert_name, group_id, group_reason``;
-    ``times``/``keys``: their epoch ns and service keys; ``groups``: the groups the batch
-    touched (:attr:`Consolidation.groups`)."""
+    ``alerts``: the batch with ``alert_name, group_id, group_reason``; ``times``,
+    ``keys``, ``ids``: their epoch ns, service keys and ids as strings (as
+    :class:`~alertclf.consolidate.Consolidation` has them); ``groups``: the groups the
+    batch touched (:attr:`Consolidation.groups`)."""
     state = state or RegroupState()
     window = settings.time_window_minutes * NS_PER_MINUTE
     roots = dict(state.roots)
@@ -139,17 +141,16 @@ def regroup(
     # (service key, alert name, group id) -> [first alert ns, last alert ns, ids of its
     # alerts published by earlier batches, positions of its alerts in this batch]
     pending = {(p[0], p[1], p[2]): [int(p[3]), int(p[4]), list(p[5]), []] for p in state.pending}
-    batch_ids = alerts["alert_id"].astype(str).to_numpy(dtype=object)
+    batch_ids = ids
     _extend(pending, alerts, batch_ids, times, keys)
 
     alerting = _Roots(roots, window, lead_ns(settings))
     gain = END_GAIN_MINUTES * NS_PER_MINUTE
     touched_ids = set(groups["group_id"])
-    group_ids = alerts["group_id"].to_numpy(dtype=object).copy()
     revisions: list[tuple[str, str, str]] = []
-    moved_series = 0
+    moved: list[tuple[list[int], str]] = []  # (positions in the batch, new group)
     still: list[list] = []
-    for (key, name, gid), (first, last, published, here) in sorted(pending.items()):
+    for (key, name, gid), (first, last, published, here) in pending.items():
         if end - last <= window:
             ids = published + batch_ids[here].tolist()
             still.append([key, name, gid, first, last, ids])
@@ -158,15 +159,20 @@ def regroup(
         if target is None or (here and target not in touched_ids):
             # (The batch's incident table holds only the groups it touched.)
             continue
-        moved_series += 1
-        group_ids[here] = target
+        moved.append((here, target))
         revisions += [(i, gid, target) for i in published]
+    group_ids = alerts["group_id"]
+    if any(here for here, _ in moved):
+        values = group_ids.to_numpy(dtype=object).copy()
+        for here, target in moved:
+            values[here] = target
+        group_ids = pd.Series(values, index=alerts.index, name="group_id")
     return Regrouping(
         pd.Series(group_ids, index=alerts.index, name="group_id"),
         pd.DataFrame(revisions, columns=list(REVISION_COLUMNS), dtype=object)
         if revisions
         else empty_revisions(),
-        moved_series,
+        len(moved),
         RegroupState(roots, still).trimmed(end, settings),
     )
 
@@ -232,70 +238,70 @@ def _extend(
 
 
 class _Roots:
-    """The remembered roots, ordered by their last alert: per root service, and per
-    time slot in which a series may begin under them."""
+    """The remembered roots, ordered by their last alert: those below each service, and
+    per time slot in which a series may begin under them."""
 
     def __init__(self, roots: dict[str, list], window: int, lead: int) -> None:
         self.window, self.lead = window, lead
-        per_root: dict[str, list] = {}
+        self.by_root: dict[str, list] = {}
         # window-wide slot -> the roots a series beginning in it may join: those that
         # began at most ``lead`` after and ended at most a window before its first alert
         per_slot: dict[int, list] = {}
         for gid, (root, first, last) in roots.items():
             entry = (int(last), gid, int(first), root)
-            per_root.setdefault(root, []).append(entry)
+            self.by_root.setdefault(root, []).append(entry)
             for slot in range((first - lead) // window, (last + window) // window + 1):
                 per_slot.setdefault(slot, []).append(entry)
-        self.by_root = {root: _by_end(entries) for root, entries in per_root.items()}
         self.slots = {slot: _by_end(entries) for slot, entries in per_slot.items()}
+        self.below: dict[str, tuple[list[int], list]] = {}  # service key -> its roots
 
     def closest(
         self,
+        key: str,
         first: int,
         last: int,
         reach: tuple[float, float],
         services: dict[str, int],
         other_than: str,
     ) -> tuple[float, str] | None:
-        """(gap, group id) of the root among ``services`` (but ``other_than``) alerting
-        when a series began at ``first`` whose end is closest to the series' ``last``,
-        looking only at ends within ``reach`` (lowest, highest).
+        """(gap, group id) of the root among ``services`` (the dependencies of ``key``,
+        but ``other_than``) alerting when a series began at ``first`` whose end is
+        closest to the series' ``last``, looking only at ends within ``reach`` (lowest,
+        highest).
 
         A 2,000-service storm has hundreds of troubles alerting below a gateway at any
         time (9.9 million candidates for the 78,229 series of the 1M bench batch, 40 s
-        to read them all), while its median service depends on 16 services: a series
-        with few dependencies reads their roots; one with many walks out from its end
-        through the roots alerting when it began, to the first fit on either side (the
-        gap only grows from there)."""
-
-        def fits(entry: tuple) -> bool:
-            return (
-                entry[2] <= first + self.lead
-                and entry[0] >= first - self.window
-                and entry[3] in services
-                and entry[3] != other_than
-            )
-
-        found: list[tuple[float, int, str]] = []
-        low, high = reach
+        to read them all), while its median service depends on 16 services. So the
+        walk goes out from the series' end, both ways, to the first fit on each side
+        (the gap only grows from there): through the roots of ``key``'s dependencies
+        where they are few (gathered once per service key), else through the roots
+        alerting when the series began."""
         if len(services) <= FEW_DEPENDENCIES:
-            for service in services:
-                if service in self.by_root:
-                    lasts, entries = self.by_root[service]
-                    found += [
-                        (_end_gap(last, entry[0]), entry[0], entry[1])
-                        for entry in entries[bisect_left(lasts, low) : bisect_right(lasts, high)]
-                        if fits(entry)
-                    ]
+            below = self.below.get(key)
+            if below is None:
+                mine = [e for service in services for e in self.by_root.get(service, ())]
+                below = self.below[key] = _by_end(mine)
+            lasts, entries = below
         elif first // self.window in self.slots:
             lasts, entries = self.slots[first // self.window]
-            middle = bisect_left(lasts, last)
-            before = range(middle - 1, bisect_left(lasts, low) - 1, -1)
-            after = range(middle, bisect_right(lasts, high))
-            for side in (before, after):
-                entry = next((entries[i] for i in side if fits(entries[i])), None)
-                if entry is not None:
-                    found.append((_end_gap(last, entry[0]), entry[0], entry[1]))
+        else:
+            return None
+        found: list[tuple[float, int, str]] = []
+        middle = bisect_left(lasts, last)
+        before = range(middle - 1, bisect_left(lasts, reach[0]) - 1, -1)
+        after = range(middle, bisect_right(lasts, reach[1]))
+        latest_first, earliest_last = first + self.lead, first - self.window
+        for side in (before, after):
+            for position in side:
+                root_last, gid, root_first, root = entries[position]
+                if (
+                    root_first <= latest_first
+                    and root_last >= earliest_last
+                    and root != other_than
+                    and root in services
+                ):
+                    found.append((_end_gap(last, root_last), root_last, gid))
+                    break
         if not found:
             return None
         gap, _, gid = min(found)
@@ -327,7 +333,7 @@ def _closer_end(
         return None
     # Only roots that ended within the slack can be closer by the gain.
     reach = (last - slack, last + slack / EARLY_END_WEIGHT)
-    closest = alerting.closest(first, last, reach, index.callees(key), current[0])
+    closest = alerting.closest(key, first, last, reach, index.callees(key), current[0])
     if closest is None or current_gap - closest[0] < gain:
         return None
     return closest[1]
