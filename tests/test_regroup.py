@@ -8,9 +8,14 @@ import pytest
 from builders import DB_DOWN, ERRORS, HTTP5XX, LATENCY, T0, alert, frame, graph, split_by_time
 
 from alertclf.consolidate import NS_PER_MINUTE
-from alertclf.flows import apply_revisions
 from alertclf.pipeline import GraphContext, PipelineState, prepare_batch
-from alertclf.regroup import REVISION_COLUMNS, RegroupState, lead_ns
+from alertclf.regroup import (
+    REVISION_COLUMNS,
+    RegroupState,
+    apply_revisions,
+    latest_revisions,
+    lead_ns,
+)
 from alertclf.settings import Settings
 
 SETTINGS = Settings()  # time_window_minutes=15: a series is decided 15 minutes after it ends
@@ -105,7 +110,7 @@ def test_batches_publish_revisions_of_earlier_alerts() -> None:
     assert list(moved.columns) == list(REVISION_COLUMNS)
     assert set(moved["alert_id"]) == gw_ids and moved["alert_id"].is_unique
     combined = pd.concat(published)
-    combined["group_id"] = apply_revisions(combined, revisions)
+    combined["group_id"] = apply_revisions(combined, latest_revisions(revisions))
     pd.testing.assert_series_equal(
         combined.set_index("alert_id")["group_id"].sort_index(),
         whole.set_index("alert_id")["group_id"].sort_index(),

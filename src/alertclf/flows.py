@@ -46,6 +46,7 @@ from alertclf.pipeline import (
     score_batch,
     train,
 )
+from alertclf.regroup import apply_revisions, latest_revisions
 from alertclf.report import CHARTS_DIR, REPORT_FILE, chart_tables
 from alertclf.settings import Settings
 from alertclf.timing import with_learned_lag, with_learned_lateness
@@ -1242,7 +1243,8 @@ def combine_batches(
         empty = pd.DataFrame()
         return {name: empty for name in RESULT_FILES if name.endswith(".csv")}
     alerts = order_columns(pd.concat([r.alerts for r in results], ignore_index=True))
-    alerts["group_id"] = apply_revisions(alerts, [r.revisions for r in results])
+    # Later batches moved symptom series earlier ones had placed (alertclf.regroup).
+    alerts["group_id"] = apply_revisions(alerts, latest_revisions([r.revisions for r in results]))
     incidents = pd.concat([r.incidents for r in results], ignore_index=True)
     incidents = incidents.drop_duplicates("group_id", keep="last")
     incidents = incidents.sort_values(["importance_score", "group_id"], ascending=[False, True])
@@ -1265,18 +1267,6 @@ def combine_batches(
     tables = result_tables(fake, AlertBatch(alerts.iloc[0:0], pd.DataFrame(), 0, [], []))
     tables.pop("rejected_alerts.csv")
     return tables
-
-
-def apply_revisions(alerts: pd.DataFrame, revisions: list[pd.DataFrame]) -> pd.Series:
-    """``alerts``' group ids with the later batches' revisions applied, in order (an
-    alert moves at most once, when its series has been quiet for a window)."""
-    group_ids = alerts["group_id"]
-    moves = [r for r in revisions if len(r)]
-    if not moves:
-        return group_ids
-    latest = pd.concat(moves, ignore_index=True).drop_duplicates("alert_id", keep="last")
-    revised = alerts["alert_id"].astype(str).map(latest.set_index("alert_id")["revised_group_id"])
-    return revised.where(revised.notna(), group_ids).rename("group_id")
 
 
 # --- evaluate ---------------------------------------------------------------------------

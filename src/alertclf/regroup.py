@@ -61,6 +61,23 @@ def empty_revisions() -> pd.DataFrame:
     return pd.DataFrame(columns=list(REVISION_COLUMNS), dtype=object)
 
 
+def latest_revisions(revisions: list[pd.DataFrame]) -> pd.Series:
+    """alert id -> its group after ``revisions`` (batches in order; the later wins)."""
+    moves = [r for r in revisions if len(r)]
+    if not moves:
+        return pd.Series([], dtype=object)
+    latest = pd.concat(moves, ignore_index=True).drop_duplicates("alert_id", keep="last")
+    return latest.set_index("alert_id")["revised_group_id"]
+
+
+def apply_revisions(alerts: pd.DataFrame, revised: pd.Series) -> pd.Series:
+    """``alerts``' group ids with the moves of :func:`latest_revisions` applied."""
+    if not len(revised):
+        return alerts["group_id"]
+    moved = alerts["alert_id"].astype(str).map(revised)
+    return moved.where(moved.notna(), alerts["group_id"]).rename("group_id")
+
+
 @dataclass
 class RegroupState:
     """What regrouping carries from batch to batch."""
@@ -141,8 +158,7 @@ def regroup(
     # (service key, alert name, group id) -> [first alert ns, last alert ns, ids of its
     # alerts published by earlier batches, positions of its alerts in this batch]
     pending = {(p[0], p[1], p[2]): [int(p[3]), int(p[4]), list(p[5]), []] for p in state.pending}
-    batch_ids = ids
-    _extend(pending, alerts, batch_ids, times, keys)
+    _extend(pending, alerts, ids, times, keys)
 
     alerting = _Roots(roots, window, lead_ns(settings))
     gain = END_GAIN_MINUTES * NS_PER_MINUTE
@@ -152,8 +168,7 @@ def regroup(
     still: list[list] = []
     for (key, name, gid), (first, last, published, here) in pending.items():
         if end - last <= window:
-            ids = published + batch_ids[here].tolist()
-            still.append([key, name, gid, first, last, ids])
+            still.append([key, name, gid, first, last, published + ids[here].tolist()])
             continue
         target = _closer_end(key, gid, first, last, roots, alerting, index, gain)
         if target is None or (here and target not in touched_ids):
@@ -168,7 +183,7 @@ def regroup(
             values[here] = target
         group_ids = pd.Series(values, index=alerts.index, name="group_id")
     return Regrouping(
-        pd.Series(group_ids, index=alerts.index, name="group_id"),
+        group_ids,
         pd.DataFrame(revisions, columns=list(REVISION_COLUMNS), dtype=object)
         if revisions
         else empty_revisions(),

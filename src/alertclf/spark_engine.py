@@ -85,7 +85,7 @@ from alertclf.errors import AlertclfError
 from alertclf.io.alerts import InputError, as_rejected, concat_rejected
 from alertclf.mapping import ENRICHMENT_COLUMNS
 from alertclf.pipeline import GraphContext, PipelineState
-from alertclf.regroup import RegroupState, empty_revisions
+from alertclf.regroup import RegroupState, apply_revisions, empty_revisions, latest_revisions
 from alertclf.settings import Settings
 
 if TYPE_CHECKING:
@@ -731,9 +731,8 @@ def _finish_alerts(
         alerts["root_cause_service"] = group_key.map(incidents["root_cause_service"])
         if lookups["combined_rank"] is not None:
             alerts["cluster_rank"] = alerts["cluster_id"].map(lookups["combined_rank"])
-        if lookups["revised"] is not None and len(lookups["revised"]):
-            revised = alerts["alert_id"].astype(str).map(lookups["revised"])
-            alerts["group_id"] = revised.where(revised.notna(), alerts["group_id"])
+        if lookups["revised"] is not None:
+            alerts["group_id"] = apply_revisions(alerts, lookups["revised"])
         yield _for_spark(alerts[columns])
 
 
@@ -1009,11 +1008,7 @@ def run_pipeline_spark(
     columns = [c for c in columns if c not in features]
     lookups = _lookups(batch_incidents, batch_clusters, clusters if batch_minutes else None)
     # A replay's rows take the moves later batches made (as combine_batches does).
-    lookups["revised"] = (
-        revisions.drop_duplicates("alert_id", keep="last").set_index("alert_id")["revised_group_id"]
-        if batch_minutes
-        else None
-    )
+    lookups["revised"] = latest_revisions([revisions]) if batch_minutes else None
     tables_bc = sc.broadcast(lookups)
     kinds = dict(prepared_columns) | {
         "cluster_id": "long",
