@@ -112,7 +112,6 @@ class RegroupState:
 class Regrouping:
     group_ids: pd.Series  # the batch's group ids, moved series changed
     revisions: pd.DataFrame  # REVISION_COLUMNS: moved alerts of earlier batches
-    moved_series: int
     state: RegroupState
 
 
@@ -187,7 +186,6 @@ def regroup(
         pd.DataFrame(revisions, columns=list(REVISION_COLUMNS), dtype=object)
         if revisions
         else empty_revisions(),
-        len(moved),
         RegroupState(roots, still).trimmed(end, settings),
     )
 
@@ -214,25 +212,17 @@ def _extend(
             alerts["group_id"].to_numpy(dtype=object),
         )
     ]
-    combined = np.zeros(len(order), dtype=np.int64)
-    for codes, uniques in parts:
-        combined = combined * len(uniques) + codes
-    series, distinct = pd.factorize(combined)  # numbered by first appearance
+    sizes = [len(uniques) for _, uniques in parts]
+    series, distinct = pd.factorize(_combined([codes for codes, _ in parts], sizes))
     heads = np.empty(len(distinct), dtype=np.int64)
     heads[series[::-1]] = np.arange(len(series))[::-1]  # each series' first alert
     reasons = alerts["group_reason"].to_numpy(dtype=object)[order][heads]
     wanted = np.isin(reasons, list(CHOSEN_REASONS))
-    if pending:
-        lookups = [{value: code for code, value in enumerate(uniques)} for _, uniques in parts]
-        continued = []
-        for key in pending:
-            codes = [lookup.get(value) for lookup, value in zip(lookups, key, strict=True)]
-            if None not in codes:
-                value = 0
-                for code, (_, uniques) in zip(codes, parts, strict=True):
-                    value = value * len(uniques) + code
-                continued.append(value)
-        found = pd.Index(distinct).get_indexer(continued)
+    if pending:  # the series this batch continues
+        columns = list(zip(*pending, strict=True))
+        codes = [pd.Index(u).get_indexer(list(c)) for (_, u), c in zip(parts, columns, strict=True)]
+        known = np.logical_and.reduce([c >= 0 for c in codes])
+        found = pd.Index(distinct).get_indexer(_combined([c[known] for c in codes], sizes))
         wanted[found[found >= 0]] = True
     keep = wanted[series]
     if not keep.any():
@@ -250,6 +240,14 @@ def _extend(
         entry = pending.setdefault(key, [int(stamps[start]), 0, [], []])
         entry[1] = int(stamps[stop - 1])
         entry[3].extend(positions[start:stop].tolist())
+
+
+def _combined(codes: list[np.ndarray], sizes: list[int]) -> np.ndarray:
+    """One int64 per row from the factorised codes of several columns."""
+    out = np.zeros(len(codes[0]), dtype=np.int64)
+    for column, size in zip(codes, sizes, strict=True):
+        out = out * size + column
+    return out
 
 
 class _Roots:

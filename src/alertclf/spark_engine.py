@@ -558,14 +558,16 @@ def merge_states(parts: list[PipelineState], ends: StateEnds, settings: Settings
     series: list[list] = []
     recent: dict[str, list[int]] = {}
     episodes: list[list] = []
-    regrouping = RegroupState()
+    roots: dict[str, list] = {}
+    pending: list[list] = []
     for part in parts:
         groups += part.consolidation.groups
         series += part.consolidation.series
         recent.update(part.consolidation.recent)
         episodes += part.dedup.episodes
-        regrouping.roots.update(part.regroup.roots)
-        regrouping.pending += part.regroup.pending
+        roots.update(part.regroup.roots)
+        pending += part.regroup.pending
+    regrouping = RegroupState(roots, sorted(pending))
     end = ends.groups
     if end is not None:
         groups = [g for g in groups if end - g.last_seen <= window and end - g.start <= span]
@@ -578,7 +580,7 @@ def merge_states(parts: list[PipelineState], ends: StateEnds, settings: Settings
     return PipelineState(
         ConsolidationState(groups, sorted(series), {k: v for k, v in trimmed.items() if v}),
         DedupState(sorted(episodes)),
-        RegroupState(regrouping.roots, sorted(regrouping.pending)),
+        regrouping,
     )
 
 
