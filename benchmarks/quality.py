@@ -40,7 +40,14 @@ from alertclf.evaluation import (
 from alertclf.flows import combine_batches, split_holdout
 from alertclf.graph import load_graph
 from alertclf.io.alerts import normalize_alerts
-from alertclf.pipeline import GraphContext, learn_timing, prepare_batch, replay_batches, train
+from alertclf.pipeline import (
+    GraphContext,
+    learn_endings,
+    learn_timing,
+    prepare_batch,
+    replay_batches,
+    train,
+)
 from alertclf.settings import Settings
 from alertclf.simulate import SimulationConfig, describe, simulate
 
@@ -88,6 +95,7 @@ def run_scenario(scenario: str, seed: int, days: float, graph, settings: Setting
     # As retrain does: the estate's propagation lag learned from the history.
     settings, _ = learn_timing(history, context, settings)
     prepared = prepare_batch(history, context, settings)
+    settings = learn_endings(prepared, context, settings)  # and whether symptoms end with causes
     model, profiles = train(prepared, settings)
     started = time.perf_counter()
     results, _ = replay_batches(

@@ -14,8 +14,9 @@ mapping, three ways:
 - ``lag``: the propagation lag learned from the history (:mod:`alertclf.timing`);
 - ``lag+lateness``: that and the cause lateness learned from the same history;
 - ``+regroup``: that, then each symptom series quiet for a window moved to the trouble it
-  ended with (:mod:`alertclf.regroup`; the history is one batch, so the series of the
-  last window stay where they went).
+  ended with, and the series that ended apart from their group's root split off
+  (:mod:`alertclf.regroup`; the history is one batch, so the series of the last window
+  stay where they went).
 
 ``--history full`` learns from the whole two days, ``quarter`` from the first 12 hours
 (what ``quality.py`` trains on). Scores are on the last 75% of each history: group ARI
@@ -46,9 +47,10 @@ from alertclf.io.alerts import normalize_alerts
 from alertclf.mapping import enrich_alerts
 from alertclf.pipeline import GraphContext, learn_timing
 from alertclf.ranking import root_causes
-from alertclf.regroup import regroup
+from alertclf.regroup import early_end_share, regroup
 from alertclf.settings import Settings
 from alertclf.simulate import SimulationConfig, simulate
+from alertclf.timing import with_learned_share
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "topologies"
 # name -> (minutes from a service's fault to its callers' alerts, per hop;
@@ -90,20 +92,28 @@ def one_run(job: tuple[str, str, str, int, str]) -> list[dict]:
     rows = []
     for way, used in ways.items():
         grouped = consolidate(mapped, context.graph, used, None, context.index)
-        group_ids = grouped.group_ids
+        group_ids, groups = grouped.group_ids, grouped.groups
         if way == "+regroup":
             placed = mapped.assign(group_id=group_ids, group_reason=grouped.reasons)
-            group_ids = regroup(
-                placed, grouped.times, grouped.keys, grouped.ids, grouped.groups,
-                context.index, used, None, int(grouped.times.max()),
-            ).group_ids  # fmt: skip
+            moved = _regrouped(placed, grouped, context, used)
+            # As retrain does: whether symptoms end with their cause, from this grouping.
+            share = early_end_share(
+                placed.assign(group_id=moved.group_ids),
+                pd.concat([groups, moved.groups], ignore_index=True),
+                context.index,
+                used,
+            )
+            if share is not None:
+                moved = _regrouped(placed, grouped, context, with_learned_share(used, share))
+            group_ids = moved.group_ids
+            groups = pd.concat([groups, moved.groups], ignore_index=True)
         scored = split_holdout(mapped.assign(group_id=group_ids), 0.75)[1]
         scored = scored.merge(truth, on="alert_id")
         ari = grouping_scores(
             scored["incident_id"].astype(str).to_numpy(), scored["group_id"].to_numpy()
         )["ari"]
         roots = root_causes(
-            grouped.groups,
+            groups,
             context.index,
             used.time_window_minutes,
             used.cause_lateness_minutes,
@@ -136,6 +146,14 @@ def summary(results: pd.DataFrame) -> pd.DataFrame:
         row["lateness learned"] = f"{learned.notna().mean():.0%}, median {learned.median():g}"
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _regrouped(placed: pd.DataFrame, grouped, context: GraphContext, settings: Settings):
+    """The whole history regrouped as one batch (alertclf.regroup)."""
+    return regroup(
+        placed, grouped.times, grouped.keys, grouped.ids, grouped.groups,
+        context.index, settings, None, int(grouped.times.max()),
+    )  # fmt: skip
 
 
 def main() -> int:

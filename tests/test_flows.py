@@ -116,6 +116,10 @@ def test_an_estate_whose_causes_alert_late_teaches_retrain_and_classify_to_wait(
     assert 7.0 <= learned["cause_lateness_minutes"] <= 10.0
     params = mlflow.get_run(trained.mlflow_run_id).data.params
     assert params["model.cause_lateness_minutes"] == f"{learned['cause_lateness_minutes']:g} min"
+    # The simulator's symptoms end with their cause: few stop early, so classify splits
+    # those off (alertclf.regroup).
+    assert 0.0 <= learned["early_end_share"] < 0.05
+    assert params["model.early_end_share"] == str(learned["early_end_share"])
     # classify groups with what the production model learned
     outcome = classify(
         settings(), out / "alert_data.csv", out / "graph_data.json", tmp_path / "r", models

@@ -40,6 +40,7 @@ from alertclf.pipeline import (
     BatchResult,
     GraphContext,
     Prepared,
+    learn_endings,
     learn_timing,
     prepare_batch,
     replay_batches,
@@ -49,7 +50,7 @@ from alertclf.pipeline import (
 from alertclf.regroup import apply_revisions, latest_revisions
 from alertclf.report import CHARTS_DIR, REPORT_FILE, chart_tables
 from alertclf.settings import Settings
-from alertclf.timing import with_learned_lag, with_learned_lateness
+from alertclf.timing import with_learned_lag, with_learned_lateness, with_learned_share
 from alertclf.warmup import import_in_background
 
 logger = logging.getLogger(__name__)
@@ -631,11 +632,12 @@ def _supersede_uncommitted(output: Path, state: RunState) -> None:
 
 
 def with_model_timing(settings: Settings, loaded: tracking.LoadedModel) -> Settings:
-    """The settings to group with under ``loaded``: the propagation lag and cause
-    lateness it learned from its history (alertclf.timing), unless the settings
-    configure them."""
+    """The settings to group with under ``loaded``: the propagation lag, cause
+    lateness (alertclf.timing) and early-end share (alertclf.regroup) it learned from
+    its history, unless the settings configure them."""
     timed = with_learned_lag(settings, loaded.metadata.get("propagation_lag_minutes"))
     timed = with_learned_lateness(timed, loaded.metadata.get("cause_lateness_minutes"))
+    timed = with_learned_share(timed, loaded.metadata.get("early_end_share"))
     logger.info(
         "grouping with a propagation lag of %s, cause lateness %s",
         _lag_text(timed),
@@ -685,6 +687,7 @@ def _production_or_bootstrap(
     logger.warning("no production model in the registry: training a first one on this batch")
     settings, _ = learn_timing(new, context, settings)
     prepared = prepare_batch(new, context, settings, state.pipeline_state())
+    settings = learn_endings(prepared, context, settings)
     version, _ = _train_and_register(prepared, settings, context, source="bootstrap")
     decision = {
         "decision.outcome": "promoted",
@@ -824,6 +827,7 @@ def retrain(
         settings, lag = learn_timing(train_alerts, context, settings)
         tracking.log_metrics({"propagation_lag_samples": lag.samples})
         prepared = prepare_batch(train_alerts, context, settings)
+        settings = learn_endings(prepared, context, settings)
         held = prepare_batch(holdout, context, settings, prepared.state)
         seconds = {"prepare": time.perf_counter() - t0}
         t0 = time.perf_counter()
@@ -896,6 +900,7 @@ def _train_and_register(
             "model.selected_params": model.selected_["params"],
             "model.propagation_lag_minutes": _lag_text(settings),
             "model.cause_lateness_minutes": _lateness_text(settings),
+            "model.early_end_share": str(settings.early_end_share),
         }
     )
     tracking.log_table(model.candidates_, "candidates.csv")
@@ -916,6 +921,7 @@ def _train_and_register(
         # with it (with_model_timing).
         "propagation_lag_minutes": settings.propagation_lag_minutes,
         "cause_lateness_minutes": settings.cause_lateness_minutes,
+        "early_end_share": settings.early_end_share,
         "trained_at": datetime.now(UTC).isoformat(),
         "package_version": __version__,
         "settings": settings.model_dump(),
@@ -1178,6 +1184,7 @@ def replay(
         train_alerts, data = split_holdout(data, 1 - train_fraction)
         settings, _ = learn_timing(train_alerts, context, settings)
         prepared = prepare_batch(train_alerts, context, settings)
+        settings = learn_endings(prepared, context, settings)
         fitted, profiles = train(prepared, settings)
         predict = fitted.predict_details
         state = prepared.state

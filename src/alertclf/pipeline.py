@@ -40,13 +40,20 @@ from alertclf.ranking import (
     rank_incidents,
     root_causes,
 )
-from alertclf.regroup import RegroupState, empty_revisions, regroup
+from alertclf.regroup import (
+    EARLY_END_SHARE_MAX,
+    RegroupState,
+    early_end_share,
+    empty_revisions,
+    regroup,
+)
 from alertclf.settings import Settings
 from alertclf.timing import (
     PropagationLag,
     estimate_timing,
     with_learned_lag,
     with_learned_lateness,
+    with_learned_share,
 )
 
 logger = logging.getLogger(__name__)
@@ -209,15 +216,21 @@ def prepare_batch(
             settings, state.regroup, newest,
         )  # fmt: skip
         enriched["group_id"] = moved.group_ids
+        # The groups split off others hold alerts here: the incident table needs them.
+        groups = (
+            pd.concat([grouped.groups, moved.groups], ignore_index=True)
+            if len(moved.groups)
+            else grouped.groups
+        )
     facts = None
     if scoring and len(enriched) >= settings.parallel_min_alerts and can_fork():
-        facts = Forked(_incident_facts, enriched, grouped.groups, context, settings)
+        facts = Forked(_incident_facts, enriched, groups, context, settings)
     with _timed(timings, "features"):
         features = finish_features(block[0], enriched)
     return Prepared(
         alerts=enriched,
         features=features,
-        groups=grouped.groups,
+        groups=groups,
         state=PipelineState(grouped.state, dedup_state, moved.state),
         timings=timings,
         incident_facts=facts,
@@ -454,6 +467,20 @@ def learn_timing(
         _log_learned("cause lateness", lateness, "fault onsets after their callers' symptoms")
         settings = with_learned_lateness(settings, lateness.minutes)
     return settings, lag
+
+
+def learn_endings(prepared: Prepared, context: GraphContext, settings: Settings) -> Settings:
+    """``settings`` with the early-end share of the grouped history ``prepared``
+    (:func:`alertclf.regroup.early_end_share`), unless they configure it."""
+    if settings.early_end_share is not None:
+        return settings
+    share = early_end_share(prepared.alerts, prepared.groups, context.index, settings)
+    logger.info(
+        "early-end share: %s (series that stop while their root goes on are %s)",
+        "none learned" if share is None else f"{share:.3f}",
+        "split off" if share is not None and share < EARLY_END_SHARE_MAX else "kept",
+    )
+    return with_learned_share(settings, share)
 
 
 def _log_learned(what: str, learned: PropagationLag, samples: str) -> None:

@@ -336,6 +336,10 @@ def incident_facts(
     table.index = pd.Index(group_ids[table.index.to_numpy()], name="group_id")
     table = table.reset_index()
     table["n_alerts_batch"] = table["n_alerts"]
+    carried = _carried_splits(groups, table["group_id"])
+    if len(carried):
+        table = pd.concat([table, _carried_facts(carried)], ignore_index=True)
+        table = table.sort_values("group_id", kind="stable", ignore_index=True)
     if groups is not None and len(groups):
         _cumulate(table, groups.drop_duplicates("group_id", keep="last").set_index("group_id"))
     table = table.merge(roots, on="group_id", how="left")
@@ -349,7 +353,10 @@ def incident_facts(
     table["minutes_since_last"] = (batch_end - table["last_seen"]).dt.total_seconds() / 60.0
     family = _dominant_families(frame)
     family.index = group_ids[family.index.to_numpy()]
-    family = family.reindex(table["group_id"]).fillna(UNKNOWN_FAMILY)
+    family = family.reindex(table["group_id"])
+    if len(carried):  # from the alert names the split groups carry
+        family.update(pd.Series(map(_cause_family, carried["names"]), index=carried["group_id"]))
+    family = family.fillna(UNKNOWN_FAMILY)
     table["name"] = [
         f"{FAMILY_LABELS[f]} · {root or '?'}" + (f" (+{n - 1} services)" if n > 1 else "")
         for f, root, n in zip(
@@ -361,10 +368,57 @@ def incident_facts(
 
 def group_novelty(alerts: pd.DataFrame, rows: np.ndarray, n_groups: int) -> np.ndarray:
     """Per group, the share of its alerts that are outliers or fit no cluster; ``rows``
-    is each alert's row of the :func:`incident_facts` table (of ``n_groups`` rows)."""
+    is each alert's row of the :func:`incident_facts` table (of ``n_groups`` rows). A
+    group without alerts here (split off in hindsight) counts none."""
     novel = alerts["is_outlier"].astype(bool).to_numpy() | (alerts["cluster_id"] == -1).to_numpy()
     counts = np.bincount(rows, minlength=n_groups)
-    return np.bincount(rows, weights=novel.astype(np.float64), minlength=n_groups) / counts
+    novel_counts = np.bincount(rows, weights=novel.astype(np.float64), minlength=n_groups)
+    return np.divide(novel_counts, counts, out=np.zeros(n_groups), where=counts > 0)
+
+
+def _carried_splits(groups: pd.DataFrame | None, present: pd.Series) -> pd.DataFrame:
+    """The groups split off others in hindsight (:mod:`alertclf.regroup`) that hold
+    only alerts of earlier batches: the batch that decided the split lists them too."""
+    if groups is None or "names" not in groups:
+        return pd.DataFrame()
+    split = groups["names"].notna().to_numpy()
+    return groups[split & ~groups["group_id"].isin(present).to_numpy()]
+
+
+def _carried_facts(carried: pd.DataFrame) -> pd.DataFrame:
+    """:func:`incident_facts` rows of ``carried`` groups, from what they carry
+    (:func:`_cumulate` then fills in counts, services and severity)."""
+    return pd.DataFrame(
+        {
+            "group_id": carried["group_id"].to_numpy(),
+            "first_seen": pd.to_datetime(carried["start"], utc=True).array,
+            "last_seen": pd.to_datetime(carried["last_seen"], utc=True).array,
+            "n_alerts": 0,
+            "n_unique": 0,
+            "n_services": 0,
+            "services": "",
+            "max_severity": "unknown",
+            "top_alerts": [
+                "|".join(
+                    f"{n} x{c}" for n, c in sorted(names.items(), key=lambda i: (-i[1], i[0]))[:3]
+                )
+                for names in carried["names"]
+            ],
+            "n_alerts_batch": 0,
+        }
+    )
+
+
+def _cause_family(names: dict[str, int]) -> str:
+    """As :func:`_dominant_families` for one group's ``{alert name: count}``."""
+    counts = Counter[str]()
+    for name, count in names.items():
+        counts[alert_family(name)] += count
+    return min(
+        counts,
+        key=lambda f: (f in ("latency", "errors", UNKNOWN_FAMILY), -counts[f], f),
+        default=UNKNOWN_FAMILY,
+    )
 
 
 def rank_incidents(facts: pd.DataFrame, novelty: np.ndarray) -> pd.DataFrame:

@@ -121,6 +121,21 @@ class Settings(BaseModel):
         ),
     )
 
+    # The share of symptom series that stop more than a firing before their group's root
+    # does (alertclf.regroup). Unset, retrain learns it from the history; where it is
+    # under 5% (symptoms end with their cause), a series that stops while its root goes
+    # on is split off the group.
+    early_end_share: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description=(
+            "Share of symptom series that stop more than a firing before their group's "
+            "root; unset: learned from history at retrain. Under 0.05, a series that "
+            "stops while its root goes on is split off its group."
+        ),
+    )
+
     @property
     def hop_lag_minutes(self) -> float:
         """The propagation lag consolidation works with: the configured or learned one,

@@ -525,6 +525,8 @@ def split_state(state: PipelineState, labels: dict[str, str]) -> dict[str, Pipel
         share(root[0]).regroup.roots[gid] = root
     for entry in state.regroup.pending:
         share(entry[0]).regroup.pending.append(entry)
+    for gid, record in state.regroup.splits.items():  # its members share a component
+        share(next(iter(record[6]))).regroup.splits[gid] = record
     return shares
 
 
@@ -560,6 +562,7 @@ def merge_states(parts: list[PipelineState], ends: StateEnds, settings: Settings
     episodes: list[list] = []
     roots: dict[str, list] = {}
     pending: list[list] = []
+    splits: dict[str, list] = {}
     for part in parts:
         groups += part.consolidation.groups
         series += part.consolidation.series
@@ -567,7 +570,8 @@ def merge_states(parts: list[PipelineState], ends: StateEnds, settings: Settings
         episodes += part.dedup.episodes
         roots.update(part.regroup.roots)
         pending += part.regroup.pending
-    regrouping = RegroupState(roots, sorted(pending))
+        splits.update(part.regroup.splits)
+    regrouping = RegroupState(roots, sorted(pending), splits)
     end = ends.groups
     if end is not None:
         groups = [g for g in groups if end - g.last_seen <= window and end - g.start <= span]

@@ -308,6 +308,18 @@ def with_learned_lateness(settings: Settings, minutes: object) -> Settings:
     return _with_learned(settings, "cause_lateness_minutes", "cause lateness", minutes)
 
 
+def with_learned_share(settings: Settings, share: object) -> Settings:
+    """``settings`` with the early-end share a model learned (alertclf.regroup), unless
+    they configure one."""
+    if settings.early_end_share is not None or share is None:
+        return settings
+    try:
+        return Settings.model_validate({**settings.model_dump(), "early_end_share": share})
+    except ValueError:
+        logger.warning("ignoring a learned early-end share of %r: not in [0, 1]", share)
+        return settings
+
+
 def _with_learned(settings: Settings, field: str, what: str, minutes: object) -> Settings:
     if getattr(settings, field) is not None or minutes is None:
         return settings
