@@ -381,8 +381,13 @@ def _carried_splits(groups: pd.DataFrame | None, present: pd.Series) -> pd.DataF
     only alerts of earlier batches: the batch that decided the split lists them too."""
     if groups is None or "names" not in groups:
         return pd.DataFrame()
-    split = groups["names"].notna().to_numpy()
-    return groups[split & ~groups["group_id"].isin(present).to_numpy()]
+    split = groups[groups["names"].notna().to_numpy()]
+    if not len(split):
+        return split
+    # A set of the batch's ids, not Series.isin: on Arrow strings that took 0.8 s for the
+    # 155,000 groups of a million alerts.
+    here = set(present.tolist())
+    return split[[gid not in here for gid in split["group_id"].tolist()]]
 
 
 def _carried_facts(carried: pd.DataFrame) -> pd.DataFrame:

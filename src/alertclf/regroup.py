@@ -176,7 +176,8 @@ class Regrouping:
     group_ids: pd.Series  # the batch's group ids, moved series changed
     revisions: pd.DataFrame  # REVISION_COLUMNS: moved alerts of earlier batches
     state: RegroupState
-    # the split groups holding alerts of the batch, as Consolidation.groups has groups
+    # the split groups created or grown here (with alerts of the batch or only revised
+    # ones), as Consolidation.groups has groups, plus the alert names they hold
     groups: pd.DataFrame = field(default_factory=lambda: _split_groups_frame([]))
 
 
