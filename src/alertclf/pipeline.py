@@ -41,11 +41,11 @@ from alertclf.ranking import (
     root_causes,
 )
 from alertclf.regroup import (
-    EARLY_END_SHARE_MAX,
     RegroupState,
     early_end_share,
     empty_revisions,
     regroup,
+    splits_early_endings,
 )
 from alertclf.settings import Settings
 from alertclf.timing import (
@@ -475,12 +475,13 @@ def learn_endings(prepared: Prepared, context: GraphContext, settings: Settings)
     if settings.early_end_share is not None:
         return settings
     share = early_end_share(prepared.alerts, prepared.groups, context.index, settings)
+    learned = with_learned_share(settings, share)
     logger.info(
         "early-end share: %s (series that stop while their root goes on are %s)",
         "none learned" if share is None else f"{share:.3f}",
-        "split off" if share is not None and share < EARLY_END_SHARE_MAX else "kept",
+        "split off" if splits_early_endings(learned) else "kept",
     )
-    return with_learned_share(settings, share)
+    return learned
 
 
 def _log_learned(what: str, learned: PropagationLag, samples: str) -> None:

@@ -337,8 +337,11 @@ def incident_facts(
     table = table.reset_index()
     table["n_alerts_batch"] = table["n_alerts"]
     carried = _carried_splits(groups, table["group_id"])
+    # Their alerts, one row per alert name and alert, as far as the families and the top
+    # alerts go (the alerts themselves came in earlier batches).
+    carried_names = _carried_names(carried)
     if len(carried):
-        table = pd.concat([table, _carried_facts(carried)], ignore_index=True)
+        table = pd.concat([table, _carried_facts(carried, carried_names)], ignore_index=True)
         table = table.sort_values("group_id", kind="stable", ignore_index=True)
     if groups is not None and len(groups):
         _cumulate(table, groups.drop_duplicates("group_id", keep="last").set_index("group_id"))
@@ -354,8 +357,8 @@ def incident_facts(
     family = _dominant_families(frame)
     family.index = group_ids[family.index.to_numpy()]
     family = family.reindex(table["group_id"])
-    if len(carried):  # from the alert names the split groups carry
-        family.update(pd.Series(map(_cause_family, carried["names"]), index=carried["group_id"]))
+    if len(carried):
+        family.update(_dominant_families(carried_names))
     family = family.fillna(UNKNOWN_FAMILY)
     table["name"] = [
         f"{FAMILY_LABELS[f]} · {root or '?'}" + (f" (+{n - 1} services)" if n > 1 else "")
@@ -390,9 +393,25 @@ def _carried_splits(groups: pd.DataFrame | None, present: pd.Series) -> pd.DataF
     return split[[gid not in here for gid in split["group_id"].tolist()]]
 
 
-def _carried_facts(carried: pd.DataFrame) -> pd.DataFrame:
+def _carried_names(carried: pd.DataFrame) -> pd.DataFrame:
+    """``_g`` (group id) and ``alert_name`` rows of the ``carried`` groups' alerts, from
+    the ``{alert name: alerts}`` they carry."""
+    if not len(carried):
+        return pd.DataFrame({"_g": [], "alert_name": []}, dtype=object)
+    pairs = [(g, n, c) for g, names in zip(carried["group_id"], carried["names"], strict=True)
+             for n, c in names.items()]  # fmt: skip
+    groups, names, counts = zip(*pairs, strict=True)
+    return pd.DataFrame(
+        {"_g": np.repeat(np.array(groups, dtype=object), counts),
+         "alert_name": np.repeat(np.array(names, dtype=object), counts)}
+    )  # fmt: skip
+
+
+def _carried_facts(carried: pd.DataFrame, names: pd.DataFrame) -> pd.DataFrame:
     """:func:`incident_facts` rows of ``carried`` groups, from what they carry
-    (:func:`_cumulate` then fills in counts, services and severity)."""
+    (:func:`_cumulate` then fills in counts, services and severity); ``names``: their
+    :func:`_carried_names`."""
+    top = _top_counts(names, "_g", "alert_name", 3, counted=True)
     return pd.DataFrame(
         {
             "group_id": carried["group_id"].to_numpy(),
@@ -403,26 +422,9 @@ def _carried_facts(carried: pd.DataFrame) -> pd.DataFrame:
             "n_services": 0,
             "services": "",
             "max_severity": "unknown",
-            "top_alerts": [
-                "|".join(
-                    f"{n} x{c}" for n, c in sorted(names.items(), key=lambda i: (-i[1], i[0]))[:3]
-                )
-                for names in carried["names"]
-            ],
+            "top_alerts": top.reindex(carried["group_id"]).fillna("").to_numpy(),
             "n_alerts_batch": 0,
         }
-    )
-
-
-def _cause_family(names: dict[str, int]) -> str:
-    """As :func:`_dominant_families` for one group's ``{alert name: count}``."""
-    counts = Counter[str]()
-    for name, count in names.items():
-        counts[alert_family(name)] += count
-    return min(
-        counts,
-        key=lambda f: (f in ("latency", "errors", UNKNOWN_FAMILY), -counts[f], f),
-        default=UNKNOWN_FAMILY,
     )
 
 

@@ -218,9 +218,8 @@ def early_end_share(
             "t": to_epoch_ns(alerts["timestamp"]),
         }
     ).sort_values(["g", "k", "n", "t"], kind="stable")
-    keys = frame[["g", "k", "n"]].to_numpy()
-    head = np.r_[True, (keys[1:] != keys[:-1]).any(axis=1)]
-    frame["fired"] = head | (np.r_[0, np.diff(frame["t"].to_numpy())] > FIRING_GAP_NS)
+    runs, _ = pd.factorize(pd.MultiIndex.from_frame(frame[["g", "k", "n"]]))
+    frame["fired"] = _new_firings(runs, frame["t"].to_numpy())
     series = (
         frame.groupby(["g", "k", "n"], sort=False)
         .agg(first=("t", "min"), last=("t", "max"), firings=("fired", "sum"))
@@ -241,13 +240,14 @@ def early_end_share(
     ended = ended[_unambiguous(ended, rows, index)]
     if len(ended) < EARLY_END_MIN_SERIES:
         return None
-    # _ended_apart's early side, for all of them at once.
-    firings = ended["firings"].to_numpy(dtype=np.float64)
-    spans = (ended["last"] - ended["first"]).to_numpy(dtype=np.float64)
-    periods = np.where(firings > 1, spans / np.maximum(firings - 1, 1), float(window))
-    stopped = ended["root_last"].to_numpy(dtype=np.float64) - ended["last"].to_numpy()
     margin = SPLIT_MARGIN_MINUTES * NS_PER_MINUTE
-    return round(float(np.mean(stopped > periods + margin)), 4)
+    early = [
+        _stopped_early(int(first), int(last), int(firings), int(root_last), window, margin)
+        for first, last, firings, root_last in ended[
+            ["first", "last", "firings", "root_last"]
+        ].itertuples(index=False)
+    ]
+    return round(float(np.mean(early)), 4)
 
 
 def _unambiguous(series: pd.DataFrame, groups: pd.DataFrame, index: CallerIndex) -> np.ndarray:
@@ -412,13 +412,14 @@ def _update_roots(
     rows = np.flatnonzero(root_of[codes] == keys)
     if not len(rows):
         return
-    names, _ = pd.factorize(alerts["alert_name"].to_numpy(dtype=object)[rows])
+    names, distinct = pd.factorize(alerts["alert_name"].to_numpy(dtype=object)[rows])
     group, stamps = codes[rows], times[rows]
     order = np.lexsort((stamps, names, group))
-    group, names, stamps = group[order], names[order], stamps[order]
-    same = np.r_[False, (group[1:] == group[:-1]) & (names[1:] == names[:-1])]
+    group, stamps = group[order], stamps[order]
+    runs = _combined([group, names[order]], [len(uniques), len(distinct)])
+    head = np.r_[True, runs[1:] != runs[:-1]]
+    fired = _new_firings(runs, stamps) & ~head  # a firing after the first of its run
     gap = np.r_[0, np.diff(stamps)]
-    fired = same & (gap > FIRING_GAP_NS)
     if not fired.any():
         return
     totals = np.bincount(group[fired], weights=gap[fired].astype(np.float64))
@@ -457,9 +458,17 @@ def _ended_apart(
     if root is None or root[0] == key:
         return ""
     root_last = int(root[2])
-    if root_last - last > _period(first, last, firings, window) + margin:
+    if _stopped_early(first, last, firings, root_last, window, margin):
         return "early"
     return "late" if last - root_last > _root_period(root, window) + margin else ""
+
+
+def _stopped_early(
+    first: int, last: int, firings: int, root_last: int, window: int, margin: int
+) -> bool:
+    """Whether a series' root fired on more than the series' own period (plus
+    ``margin``) after the series' last alert."""
+    return root_last - last > _period(first, last, firings, window) + margin
 
 
 def split_group_id(gid: str) -> str:
@@ -570,10 +579,7 @@ def _extend(
     stamps = times[positions]
     starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])
     ends = np.r_[starts[1:], len(codes)]
-    # A firing: an alert more than FIRING_GAP_NS after the series' previous one.
-    fresh = np.r_[True, np.diff(stamps) > FIRING_GAP_NS]
-    fresh[starts] = True
-    firings = np.add.reduceat(fresh.astype(np.int64), starts)
+    firings = np.add.reduceat(_new_firings(codes, stamps).astype(np.int64), starts)
     severity = np.maximum.reduceat(severity_ordinals(alerts["severity"])[positions], starts)
     for at, (start, stop) in enumerate(zip(starts.tolist(), ends.tolist(), strict=True)):
         head = codes[start]
@@ -587,6 +593,13 @@ def _extend(
         entry[3].extend(positions[start:stop].tolist())
         entry[4] += int(firings[at])
         entry[7] = max(entry[7], int(severity[at]))
+
+
+def _new_firings(runs: np.ndarray, stamps: np.ndarray) -> np.ndarray:
+    """Per alert, sorted by run (``runs``: one code per series) then time: whether it
+    begins a firing -- its run's first alert, or more than :data:`FIRING_GAP_NS` after
+    the run's previous one (replicas of one firing come seconds apart)."""
+    return np.r_[True, (runs[1:] != runs[:-1]) | (np.diff(stamps) > FIRING_GAP_NS)]
 
 
 def _combined(codes: list[np.ndarray], sizes: list[int]) -> np.ndarray:

@@ -309,22 +309,22 @@ def with_learned_lateness(settings: Settings, minutes: object) -> Settings:
 
 
 def with_learned_share(settings: Settings, share: object) -> Settings:
-    """``settings`` with the early-end share a model learned (alertclf.regroup), unless
-    they configure one."""
-    if settings.early_end_share is not None or share is None:
-        return settings
-    try:
-        return Settings.model_validate({**settings.model_dump(), "early_end_share": share})
-    except ValueError:
-        logger.warning("ignoring a learned early-end share of %r: not in [0, 1]", share)
-        return settings
+    """``settings`` with the early-end share a model learned (alertclf.regroup), on the
+    same terms as :func:`with_learned_lag`."""
+    return _with_learned(settings, "early_end_share", "early-end share", share, "in [0, 1]")
 
 
-def _with_learned(settings: Settings, field: str, what: str, minutes: object) -> Settings:
-    if getattr(settings, field) is not None or minutes is None:
+def _with_learned(
+    settings: Settings,
+    field: str,
+    what: str,
+    value: object,
+    valid: str = "minutes in (0, 120]",
+) -> Settings:
+    if getattr(settings, field) is not None or value is None:
         return settings
     try:
-        return Settings.model_validate({**settings.model_dump(), field: minutes})
+        return Settings.model_validate({**settings.model_dump(), field: value})
     except ValueError:
-        logger.warning("ignoring a learned %s of %r: not minutes in (0, 120]", what, minutes)
+        logger.warning("ignoring a learned %s of %r: not %s", what, value, valid)
         return settings
