@@ -47,10 +47,10 @@ from alertclf.io.alerts import normalize_alerts
 from alertclf.mapping import enrich_alerts
 from alertclf.pipeline import GraphContext, learn_timing
 from alertclf.ranking import root_causes
-from alertclf.regroup import early_end_share, regroup
+from alertclf.regroup import early_end_share, regroup, symptom_families
 from alertclf.settings import Settings
 from alertclf.simulate import SimulationConfig, simulate
-from alertclf.timing import with_learned_share
+from alertclf.timing import with_learned_families, with_learned_share
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "topologies"
 # name -> (minutes from a service's fault to its callers' alerts, per hop;
@@ -96,15 +96,16 @@ def one_run(job: tuple[str, str, str, int, str]) -> list[dict]:
         if way == "+regroup":
             placed = mapped.assign(group_id=group_ids, group_reason=grouped.reasons)
             moved = _regrouped(placed, grouped, context, used)
-            # As retrain does: whether symptoms end with their cause, from this grouping.
-            share = early_end_share(
-                placed.assign(group_id=moved.group_ids),
-                pd.concat([groups, moved.groups], ignore_index=True),
-                context.index,
-                used,
+            # As retrain does: whether symptoms end with their cause, and which families
+            # they show under each family of root, from this grouping.
+            history = placed.assign(group_id=moved.group_ids)
+            every = pd.concat([groups, moved.groups], ignore_index=True)
+            share = early_end_share(history, every, context.index, used)
+            relearned = with_learned_families(
+                with_learned_share(used, share), symptom_families(history, every)
             )
-            if share is not None:
-                moved = _regrouped(placed, grouped, context, with_learned_share(used, share))
+            if relearned != used:
+                moved = _regrouped(placed, grouped, context, relearned)
             group_ids = moved.group_ids
             groups = pd.concat([groups, moved.groups], ignore_index=True)
         scored = split_holdout(mapped.assign(group_id=group_ids), 0.75)[1]

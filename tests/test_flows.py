@@ -120,6 +120,11 @@ def test_an_estate_whose_causes_alert_late_teaches_retrain_and_classify_to_wait(
     # those off (alertclf.regroup).
     assert 0.0 <= learned["early_end_share"] < 0.05
     assert params["model.early_end_share"] == str(learned["early_end_share"])
+    # and which alert families its symptoms show under each family of root
+    families = learned["symptom_families"]
+    under_cpu = families["cpu"]  # the simulator's CPU faults slow or fail their callers
+    assert under_cpu.get("latency", 0) + under_cpu.get("errors", 0) >= 0.9 * sum(under_cpu.values())
+    assert json.loads(params["model.symptom_families"]) == families
     # classify groups with what the production model learned
     outcome = classify(
         settings(), out / "alert_data.csv", out / "graph_data.json", tmp_path / "r", models

@@ -13,11 +13,13 @@ from alertclf.ranking import group_novelty, incident_facts, rank_incidents, root
 from alertclf.regroup import (
     REVISION_COLUMNS,
     RegroupState,
+    _misfit,
     apply_revisions,
     early_end_share,
     latest_revisions,
     lead_ns,
     split_group_id,
+    symptom_families,
 )
 from alertclf.settings import Settings
 
@@ -271,3 +273,75 @@ def test_the_early_end_share_is_learned_from_a_grouped_history() -> None:
     assert (
         early_end_share(few.alerts, few.groups, context.index, SETTINGS) is None
     )  # under 100 series
+
+
+@pytest.mark.parametrize(
+    ("table", "split"),
+    [
+        ({"datastore": {"latency": 5}}, True),  # errors never showed under a datastore root
+        ({"datastore": {"latency": 4, "errors": 1}}, False),  # they did, once
+        ({"datastore": {"latency": 4}}, False),  # too few symptom series to tell
+        ({"cpu": {"latency": 50}}, False),  # nothing known of datastore roots
+        (None, False),
+    ],
+)
+def test_a_series_that_stopped_early_is_split_where_its_family_never_followed_the_roots(
+    table: dict | None, split: bool
+) -> None:
+    # Early-end share unknown, so stopping early alone splits nothing; the gateway's
+    # errors (stopping 20 minutes before dbA's outage) also being a family that never
+    # showed on a symptom under a datastore root in the history make two signs of a fault
+    # of its own. svcA's errors ended with their root and stay either way.
+    settings = Settings(symptom_families=table)
+    alerts = prepare_batch(one_incident(root_ends=40, gw_ends=20), CONTEXT, settings).alerts
+    in_a = alerts.loc[alerts["service"] == "dbA", "group_id"].iloc[0]
+    assert (alerts.loc[alerts["service"] == "svcA", "group_id"] == in_a).all()
+    gw = alerts.loc[alerts["service"] == "gw", "group_id"]
+    assert (gw == (split_group_id(in_a) if split else in_a)).all()
+    # Only a series that stopped early: one ending with its root stays.
+    kept = prepare_batch(one_incident(root_ends=40, gw_ends=40), CONTEXT, settings).alerts
+    assert kept["group_id"].nunique() == 2  # A and the dbB alert at minute 70
+    # Where the estate's symptoms are known to stop early, stopping early is no sign.
+    early = Settings(symptom_families=table, early_end_share=0.2)
+    alerts = prepare_batch(one_incident(root_ends=40, gw_ends=20), CONTEXT, early).alerts
+    assert alerts["group_id"].nunique() == 2
+
+
+def test_symptom_families_are_learned_from_a_grouped_history_and_carried_by_the_state() -> None:
+    # dbA's outage with errors on svcA and the gateway: two errors series under a
+    # datastore root. The root's families ride in the regroup state across batches.
+    alerts = one_incident(root_ends=40, gw_ends=40)
+    prepared = prepare_batch(alerts, CONTEXT, SETTINGS)
+    assert symptom_families(prepared.alerts, prepared.groups) == {"datastore": {"errors": 2}}
+    assert learn_endings(prepared, CONTEXT, SETTINGS).symptom_families == {
+        "datastore": {"errors": 2}
+    }
+    configured = Settings(symptom_families={"cpu": {"latency": 1}})
+    assert learn_endings(prepared, CONTEXT, configured).symptom_families == {"cpu": {"latency": 1}}
+    assert symptom_families(prepared.alerts.iloc[0:0], prepared.groups) is None
+    first = prepare_batch(
+        alerts[alerts["timestamp"] < T0 + pd.Timedelta(minutes=10)], CONTEXT, SETTINGS
+    )
+    (root,) = [r for r in first.state.regroup.roots.values() if r[0] == "dbA"]
+    assert root[5] == ["datastore"]
+    again = PipelineState.from_json(first.state.to_json())
+    assert again.regroup == first.state.regroup
+    older = RegroupState.from_json('{"roots": {"g1": ["db", 0, 0, 60, 1]}}')
+    assert older.roots == {"g1": ["db", 0, 0, 60, 1, []]}
+
+
+def test_a_family_is_a_misfit_only_where_every_family_of_the_root_says_so() -> None:
+    # A root with CPU and error alerts (train-ticket storm seed 3: a seat-service CPU
+    # trouble that also fails its upstream calls): a family unseen under errors roots may
+    # still follow CPU ones while those are unknown, or too few, or show it.
+    root = ["seat", 0, 0, 0, 0, ["cpu", "errors"]]
+    errors = {"errors": 8, "latency": 1}
+
+    def misfit(name: str, table: dict) -> bool:
+        return _misfit(name, root, Settings(symptom_families=table))
+
+    assert misfit("KubePodNotReady", {"errors": errors, "cpu": {"latency": 6}})
+    assert not misfit("KubePodNotReady", {"errors": errors})
+    assert not misfit("KubePodNotReady", {"errors": errors, "cpu": {"latency": 4}})
+    assert not misfit(LATENCY, {"errors": errors, "cpu": {"latency": 6}})
+    assert not misfit("KubePodNotReady", {"errors": errors, "cpu": {"availability": 1, "x": 5}})

@@ -258,3 +258,20 @@ def test_the_simulators_timing_knobs_are_checked() -> None:
         SimulationConfig(hop_delay_minutes=(3.0, 1.0))
     with pytest.raises(ValueError, match="root_delay_minutes"):
         SimulationConfig(root_delay_minutes=(-1.0, 1.0))
+
+
+def test_a_models_symptom_families_apply_unless_configured_and_bad_ones_are_ignored(
+    caplog,
+) -> None:
+    table = {"cpu": {"latency": 8, "errors": 2}}
+
+    def model(families: object) -> LoadedModel:
+        return LoadedModel("m", "1", "production", None, {}, {"symptom_families": families})
+
+    assert with_model_timing(SETTINGS, model(table)).symptom_families == table
+    assert with_model_timing(SETTINGS, model(None)).symptom_families is None
+    configured = Settings(symptom_families={"disk": {"errors": 1}})
+    assert with_model_timing(configured, model(table)) == configured
+    with caplog.at_level(logging.WARNING, logger="alertclf.timing"):
+        assert with_model_timing(SETTINGS, model({"cpu": "many"})).symptom_families is None
+    assert "ignoring a learned symptom-family table of {'cpu': 'many'}" in caplog.text

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import getpass
+import json
 import logging
 import os
 import shutil
@@ -50,7 +51,12 @@ from alertclf.pipeline import (
 from alertclf.regroup import apply_revisions, latest_revisions
 from alertclf.report import CHARTS_DIR, REPORT_FILE, chart_tables
 from alertclf.settings import Settings
-from alertclf.timing import with_learned_lag, with_learned_lateness, with_learned_share
+from alertclf.timing import (
+    with_learned_families,
+    with_learned_lag,
+    with_learned_lateness,
+    with_learned_share,
+)
 from alertclf.warmup import import_in_background
 
 logger = logging.getLogger(__name__)
@@ -633,11 +639,12 @@ def _supersede_uncommitted(output: Path, state: RunState) -> None:
 
 def with_model_timing(settings: Settings, loaded: tracking.LoadedModel) -> Settings:
     """The settings to group with under ``loaded``: the propagation lag, cause
-    lateness (alertclf.timing) and early-end share (alertclf.regroup) it learned from
-    its history, unless the settings configure them."""
+    lateness (alertclf.timing), early-end share and symptom families (alertclf.regroup)
+    it learned from its history, unless the settings configure them."""
     timed = with_learned_lag(settings, loaded.metadata.get("propagation_lag_minutes"))
     timed = with_learned_lateness(timed, loaded.metadata.get("cause_lateness_minutes"))
     timed = with_learned_share(timed, loaded.metadata.get("early_end_share"))
+    timed = with_learned_families(timed, loaded.metadata.get("symptom_families"))
     logger.info(
         "grouping with a propagation lag of %s, cause lateness %s",
         _lag_text(timed),
@@ -901,6 +908,7 @@ def _train_and_register(
             "model.propagation_lag_minutes": _lag_text(settings),
             "model.cause_lateness_minutes": _lateness_text(settings),
             "model.early_end_share": str(settings.early_end_share),
+            "model.symptom_families": json.dumps(settings.symptom_families, sort_keys=True),
         }
     )
     tracking.log_table(model.candidates_, "candidates.csv")
@@ -922,6 +930,7 @@ def _train_and_register(
         "propagation_lag_minutes": settings.propagation_lag_minutes,
         "cause_lateness_minutes": settings.cause_lateness_minutes,
         "early_end_share": settings.early_end_share,
+        "symptom_families": settings.symptom_families,
         "trained_at": datetime.now(UTC).isoformat(),
         "package_version": __version__,
         "settings": settings.model_dump(),

@@ -46,11 +46,13 @@ from alertclf.regroup import (
     empty_revisions,
     regroup,
     splits_early_endings,
+    symptom_families,
 )
 from alertclf.settings import Settings
 from alertclf.timing import (
     PropagationLag,
     estimate_timing,
+    with_learned_families,
     with_learned_lag,
     with_learned_lateness,
     with_learned_share,
@@ -470,17 +472,28 @@ def learn_timing(
 
 
 def learn_endings(prepared: Prepared, context: GraphContext, settings: Settings) -> Settings:
-    """``settings`` with the early-end share of the grouped history ``prepared``
-    (:func:`alertclf.regroup.early_end_share`), unless they configure it."""
-    if settings.early_end_share is not None:
-        return settings
-    share = early_end_share(prepared.alerts, prepared.groups, context.index, settings)
-    learned = with_learned_share(settings, share)
-    logger.info(
-        "early-end share: %s (series that stop while their root goes on are %s)",
-        "none learned" if share is None else f"{share:.3f}",
-        "split off" if splits_early_endings(learned) else "kept",
-    )
+    """``settings`` with the early-end share (:func:`alertclf.regroup.early_end_share`)
+    and the symptom families (:func:`alertclf.regroup.symptom_families`) of the grouped
+    history ``prepared``, unless they configure them."""
+    learned = settings
+    if settings.early_end_share is None:
+        share = early_end_share(prepared.alerts, prepared.groups, context.index, settings)
+        learned = with_learned_share(learned, share)
+        logger.info(
+            "early-end share: %s (series that stop while their root goes on are %s)",
+            "none learned" if share is None else f"{share:.3f}",
+            "split off" if splits_early_endings(learned) else "kept",
+        )
+    if settings.symptom_families is None:
+        table = symptom_families(prepared.alerts, prepared.groups)
+        learned = with_learned_families(learned, table)
+        logger.info(
+            "symptom families: %s",
+            "none learned"
+            if table is None
+            else f"{sum(map(sum, (row.values() for row in table.values())))} series under "
+            f"{len(table)} root families",
+        )
     return learned
 
 

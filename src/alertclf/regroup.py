@@ -41,6 +41,11 @@ The early side only where the estate's symptoms do end with their cause: its
 :data:`EARLY_END_SHARE_MAX`. Where a simulator variant lets symptoms end anywhere in the
 last half of their incident, splitting early stops cost calm ARI 0.982 -> 0.860 (seeds
 1-20, consolidation alone), while outliving splits alone still gained (0.9824 -> 0.9831).
+Where the share is unknown (too few series in the history), a series that stopped
+early is still split off when its alert family also never showed on a symptom series
+under any family of its root in the history (``symptom_families``, learned by
+:func:`symptom_families`; each with at least :data:`SYMPTOM_FIT_MIN_SERIES` symptom
+series): a service's own fault that began during a trouble below it.
 Periods are mean gaps between firings of one alert name (alerts within
 ``FIRING_GAP_NS`` are one firing: replicas); a series that fired once has a window's.
 It is decided when the evidence arrives (the root's alert that came too late, the
@@ -70,7 +75,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from alertclf.catalogue import can_be_symptom
+from alertclf.catalogue import alert_family, can_be_symptom
 from alertclf.consolidate import (
     NS_PER_MINUTE,
     CallerIndex,
@@ -101,6 +106,15 @@ SPLIT_MARGIN_MINUTES = 1.0
 # before their cause, a series stopping early says nothing.
 EARLY_END_SHARE_MAX = 0.05
 EARLY_END_MIN_SERIES = 10  # ended series a share is learned from, at least
+# Where the share is unknown, a series that stopped early is still split off when its
+# alert family was never seen on a symptom series under its root's families in the
+# history (``symptom_families``), each with at least this many symptom series: two
+# independent signs that it is a fault of its own (storm online-boutique seed 6: a load
+# generator's KubePodNotReady read as a symptom of a CPU trouble two hops below). Not
+# where the share is learned too high: stopping early is then no sign, and the family
+# alone split valid rare symptoms (errors under CPU roots seen 0 of 7 times; a variant
+# where symptoms stop early, train-ticket calm seed 8: 0.987 -> 0.936).
+SYMPTOM_FIT_MIN_SERIES = 5
 
 
 def empty_revisions() -> pd.DataFrame:
@@ -129,7 +143,8 @@ class RegroupState:
     """What regrouping carries from batch to batch."""
 
     # group id -> [root service key, root's first alert ns, root's last alert ns, sum
-    # and number of the gaps between firings of one alert on the root]
+    # and number of the gaps between firings of one alert on the root, the alert
+    # families seen on the root]
     roots: dict[str, list] = field(default_factory=dict)
     # [service key, alert name, group id, first alert ns, last alert ns, [alert ids],
     # firings, chosen, split group id or "", highest severity] of the series on another
@@ -149,10 +164,10 @@ class RegroupState:
     @classmethod
     def from_json(cls, text: str) -> RegroupState:
         data = json.loads(text) if text else {}
-        # A state saved before splitting existed: roots' periods unknown, every
-        # pending series chosen, none split.
+        # A state saved before splitting existed: roots' periods and families unknown,
+        # every pending series chosen, none split.
         return cls(
-            roots={str(g): [*v, 0, 0][:5] for g, v in data.get("roots", {}).items()},
+            roots={str(g): _padded_root(v) for g, v in data.get("roots", {}).items()},
             pending=sorted(
                 [*p, 1, True, "", 0][:10] if len(p) == 6 else list(p)
                 for p in data.get("pending", [])
@@ -179,6 +194,12 @@ class Regrouping:
     # the split groups created or grown here (with alerts of the batch or only revised
     # ones), as Consolidation.groups has groups, plus the alert names they hold
     groups: pd.DataFrame = field(default_factory=lambda: _split_groups_frame([]))
+
+
+def _padded_root(root: list) -> list:
+    # [key, first, last] (before splitting) or without families (before stop 27)
+    padded = [*root[:5], *[0, 0][: max(0, 5 - len(root))]]
+    return [*padded, list(root[5]) if len(root) > 5 else []]
 
 
 def lead_ns(settings: Settings) -> int:
@@ -274,6 +295,51 @@ def _unambiguous(series: pd.DataFrame, groups: pd.DataFrame, index: CallerIndex)
     return np.array(alone, dtype=bool)
 
 
+def symptom_families(
+    alerts: pd.DataFrame, groups: pd.DataFrame
+) -> dict[str, dict[str, int]] | None:
+    """How often each alert family showed on a symptom series (another service than its
+    group's root) under each family seen on the root, in a grouped history: what
+    ``symptom_families`` is learned from. None when the history holds no such series.
+
+    ``alerts`` and ``groups`` as for :func:`early_end_share`."""
+    if not len(alerts) or not len(groups):
+        return None
+    rows = groups.drop_duplicates("group_id", keep="last")
+    frame = pd.DataFrame(
+        {
+            "g": alerts["group_id"].to_numpy(dtype=object),
+            "k": service_keys(alerts),
+            "n": alerts["alert_name"].to_numpy(dtype=object),
+        }
+    ).drop_duplicates()
+    frame["root"] = frame["g"].map(dict(zip(rows["group_id"], rows["root"], strict=True)))
+    frame["family"] = frame["n"].map(alert_family)
+    on_root = frame["k"] == frame["root"]
+    causes = frame[on_root].groupby("g")["family"].unique()
+    symptoms = frame[~on_root & frame["root"].notna()]
+    table: dict[str, dict[str, int]] = {}
+    for gid, family in symptoms[["g", "family"]].itertuples(index=False):
+        for cause in causes.get(gid, ()):
+            row = table.setdefault(str(cause), {})
+            row[family] = row.get(family, 0) + 1
+    return table or None
+
+
+def _misfit(name: str, root: list | None, settings: Settings) -> bool:
+    """Whether ``name``'s family never showed on a symptom series under any of ``root``'s
+    families in the history, each of which had :data:`SYMPTOM_FIT_MIN_SERIES` symptom
+    series (a family seen less is no evidence: its symptoms could be anything)."""
+    table = settings.symptom_families
+    if not table or root is None or not root[5]:
+        return False
+    family = alert_family(name)
+    rows = [table.get(cause, {}) for cause in root[5]]
+    return all(
+        row.get(family, 0) == 0 and sum(row.values()) >= SYMPTOM_FIT_MIN_SERIES for row in rows
+    )
+
+
 def _root_memory_ns(settings: Settings) -> int:
     # Every pending series fired within the last window, so a root forgotten at this age
     # ended more than an hour before it: too far to be the closest end (for a series
@@ -302,7 +368,7 @@ def regroup(
     batch touched (:attr:`Consolidation.groups`)."""
     state = state or RegroupState()
     window = settings.time_window_minutes * NS_PER_MINUTE
-    roots = {gid: list(root) for gid, root in state.roots.items()}
+    roots = {gid: _padded_root(root) for gid, root in state.roots.items()}
     _update_roots(roots, groups, alerts, keys, times)
     # (service key, alert name, group id) -> [first alert ns, last alert ns, ids of its
     # alerts published by earlier batches, positions of its alerts in this batch,
@@ -320,6 +386,8 @@ def regroup(
     }
     changed: set[str] = set()  # original ids of the split groups that grew here
     early_splits = splits_early_endings(settings)
+    # Where the estate is known to stop symptoms early, stopping early is no sign at all.
+    misfits = settings.early_end_share is None
     revisions: list[tuple[str, str, str]] = []
     moved: list[tuple[list[int], str]] = []  # (positions in the batch, new group)
     still: list[list] = []
@@ -345,10 +413,17 @@ def regroup(
                     moved.append((here, target))
                     revisions += [(i, gid, target) for i in published]
                 continue
-            side = _ended_apart(key, first, last, firings, roots.get(gid), window, margin)
+            root = roots.get(gid)
+            side = _ended_apart(key, first, last, firings, root, window, margin)
             if (
                 target is None
-                and (side == "late" or (side == "early" and early_splits))
+                and (
+                    side == "late"
+                    or (
+                        side == "early"
+                        and (early_splits or (misfits and _misfit(name, root, settings)))
+                    )
+                )
                 # while another trouble it may follow can still end closer, it waits
                 and not (
                     chosen and not quiet and _another_root(key, first, roots, gid, alerting, index)
@@ -402,8 +477,8 @@ def _update_roots(
         if span is not None:
             current[gid] = root
             known = roots.get(gid)
-            gaps = known[3:5] if known is not None and known[0] == root else [0, 0]
-            roots[gid] = [root, int(span[0]), int(span[1]), *gaps]
+            kept = known[3:6] if known is not None and known[0] == root else [0, 0, []]
+            roots[gid] = [root, int(span[0]), int(span[1]), *kept]
     if not len(alerts) or not current:
         return
     # Integer codes throughout: a million alerts touch ~155,000 groups.
@@ -414,6 +489,7 @@ def _update_roots(
         return
     names, distinct = pd.factorize(alerts["alert_name"].to_numpy(dtype=object)[rows])
     group, stamps = codes[rows], times[rows]
+    _add_root_families(roots, uniques, group, names, distinct)
     order = np.lexsort((stamps, names, group))
     group, stamps = group[order], stamps[order]
     runs = _combined([group, names[order]], [len(uniques), len(distinct)])
@@ -428,6 +504,25 @@ def _update_roots(
         entry = roots[uniques[code]]
         entry[3] += int(totals[code])
         entry[4] += int(counts[code])
+
+
+def _add_root_families(
+    roots: dict[str, list],
+    uniques: np.ndarray,
+    group: np.ndarray,
+    names: np.ndarray,
+    distinct: pd.Index,
+) -> None:
+    """Add the families of the root alerts (group codes ``group``, name codes ``names``)
+    to their roots' entries."""
+    families, labels = pd.factorize(np.array([alert_family(n) for n in distinct], dtype=object))
+    pairs = np.unique(_combined([group, families[names]], [len(uniques), len(labels)]))
+    for code in pairs.tolist():
+        seen = roots[uniques[code // len(labels)]][5]
+        family = str(labels[code % len(labels)])
+        if family not in seen:
+            seen.append(family)
+            seen.sort()
 
 
 def _root_period(root: list, window: int) -> float:

@@ -314,6 +314,14 @@ def with_learned_share(settings: Settings, share: object) -> Settings:
     return _with_learned(settings, "early_end_share", "early-end share", share, "in [0, 1]")
 
 
+def with_learned_families(settings: Settings, table: object) -> Settings:
+    """``settings`` with the symptom families a model learned (alertclf.regroup), on the
+    same terms as :func:`with_learned_lag`."""
+    return _with_learned(
+        settings, "symptom_families", "symptom-family table", table, "{family: {family: count}}"
+    )
+
+
 def _with_learned(
     settings: Settings,
     field: str,
