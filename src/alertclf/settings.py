@@ -138,15 +138,16 @@ class Settings(BaseModel):
 
     # Which alert families showed on symptom series under each family of their group's
     # root, counted in the history (alertclf.regroup.symptom_families). Unset, retrain
-    # learns it; a series that stops while its root goes on is split off when its
-    # family never showed under the root's, even where early_end_share is not learned.
+    # learns it; where early_end_share is not learned, a series that stops while its
+    # root goes on is split off when its family never showed under the root's.
     symptom_families: dict[str, dict[str, int]] | None = Field(
         None,
         description=(
             "Symptom series per alert family under each family of their group's root "
             "({root family: {family: series}}); unset: learned from history at retrain. "
-            "A series that stops while its root goes on is split off its group when its "
-            "family never showed under the root's (at least 5 symptom series)."
+            "Where early_end_share is unlearned, a series that stops while its root goes "
+            "on is split off its group when its family never showed under the root's "
+            "(at least 5 symptom series each)."
         ),
     )
 
