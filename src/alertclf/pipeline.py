@@ -491,8 +491,8 @@ def learn_endings(prepared: Prepared, context: GraphContext, settings: Settings)
             "symptom families: %s",
             "none learned"
             if table is None
-            else f"{sum(map(sum, (row.values() for row in table.values())))} series under "
-            f"{len(table)} root families",
+            else f"{sum(n for row in table.values() for n in row.values())} series "
+            f"under {len(table)} root families",
         )
     return learned
 

@@ -247,7 +247,7 @@ def early_end_share(
         .reset_index()
     )
     rows = groups.drop_duplicates("group_id", keep="last")
-    series["root"] = series["g"].map(dict(zip(rows["group_id"], rows["root"], strict=True)))
+    series["root"] = series["g"].map(_root_of_group(rows))
     root_last = series[series["k"] == series["root"]].groupby("g")["last"].max()
     series["root_last"] = series["g"].map(root_last)
     ended = series[
@@ -305,7 +305,6 @@ def symptom_families(
     ``alerts`` and ``groups`` as for :func:`early_end_share`."""
     if not len(alerts) or not len(groups):
         return None
-    rows = groups.drop_duplicates("group_id", keep="last")
     frame = pd.DataFrame(
         {
             "g": alerts["group_id"].to_numpy(dtype=object),
@@ -313,7 +312,7 @@ def symptom_families(
             "n": alerts["alert_name"].to_numpy(dtype=object),
         }
     ).drop_duplicates()
-    frame["root"] = frame["g"].map(dict(zip(rows["group_id"], rows["root"], strict=True)))
+    frame["root"] = frame["g"].map(_root_of_group(groups))
     frame["family"] = frame["n"].map(alert_family)
     on_root = frame["k"] == frame["root"]
     causes = frame[on_root].groupby("g")["family"].unique()
@@ -326,12 +325,20 @@ def symptom_families(
     return table or None
 
 
+def _root_of_group(groups: pd.DataFrame) -> dict[str, str]:
+    """Group id -> its root service key, as the last row of each group has it."""
+    rows = groups.drop_duplicates("group_id", keep="last")
+    return dict(zip(rows["group_id"], rows["root"], strict=True))
+
+
 def _misfit(name: str, root: list | None, settings: Settings) -> bool:
     """Whether ``name``'s family never showed on a symptom series under any of ``root``'s
     families in the history, each of which had :data:`SYMPTOM_FIT_MIN_SERIES` symptom
-    series (a family seen less is no evidence: its symptoms could be anything)."""
+    series (a family seen less is no evidence: its symptoms could be anything). Only
+    where the early-end share is unlearned: where it is learned, stopping early is either
+    enough (:func:`splits_early_endings`) or no sign at all."""
     table = settings.symptom_families
-    if not table or root is None or not root[5]:
+    if settings.early_end_share is not None or not table or root is None or not root[5]:
         return False
     family = alert_family(name)
     rows = [table.get(cause, {}) for cause in root[5]]
@@ -386,8 +393,6 @@ def regroup(
     }
     changed: set[str] = set()  # original ids of the split groups that grew here
     early_splits = splits_early_endings(settings)
-    # Where the estate is known to stop symptoms early, stopping early is no sign at all.
-    misfits = settings.early_end_share is None
     revisions: list[tuple[str, str, str]] = []
     moved: list[tuple[list[int], str]] = []  # (positions in the batch, new group)
     still: list[list] = []
@@ -419,10 +424,7 @@ def regroup(
                 target is None
                 and (
                     side == "late"
-                    or (
-                        side == "early"
-                        and (early_splits or (misfits and _misfit(name, root, settings)))
-                    )
+                    or (side == "early" and (early_splits or _misfit(name, root, settings)))
                 )
                 # while another trouble it may follow can still end closer, it waits
                 and not (
