@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -211,6 +212,37 @@ def test_views_are_written_a_slice_at_a_time_as_the_whole_table_would_be(tmp_pat
         *whole[:0:-1],
     ]
     assert (folder / "none.csv").read_text(encoding="utf-8").splitlines() == [whole[0]]
+
+
+@pytest.mark.skipif(not hasattr(os, "posix_fadvise"), reason="no posix_fadvise here")
+def test_tables_are_handed_to_the_disk_while_written_and_keep_their_bytes(tmp_path, monkeypatch):
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    from alertclf.io import results
+
+    monkeypatch.setattr(results, "VIEW_SLICE_ROWS", 100)
+    monkeypatch.setattr(results, "WRITEBACK_BYTES", 2_000)
+    handed: list[tuple[int, int]] = []
+    real_fadvise = os.posix_fadvise
+
+    def fadvise(fd: int, offset: int, length: int, advice: int) -> None:
+        handed.append((offset, length))
+        real_fadvise(fd, offset, length, advice)
+
+    monkeypatch.setattr(os, "posix_fadvise", fadvise)
+    table = pa.table({"x": range(1_000), "text": [f'a,"b"\n{i}' for i in range(1_000)]})
+    path = results.write_arrow_csv(table, tmp_path / "t.csv")
+    expected = pa.BufferOutputStream()
+    pacsv.write_csv(table, expected, pacsv.WriteOptions(quoting_style="needed"))
+    written = path.read_bytes()
+    assert written == expected.getvalue().to_pybytes()
+    # Contiguous ranges from the start, each at least WRITEBACK_BYTES, the tail left to
+    # the fsync.
+    assert len(handed) >= 5 and handed[0][0] == 0
+    assert all(a + n == b for (a, n), (b, _) in itertools.pairwise(handed))
+    assert all(n >= 2_000 for _, n in handed)
+    assert sum(n for _, n in handed) <= len(written)
 
 
 def test_write_results_calls_a_files_function_before_the_documents(tmp_path):

@@ -59,7 +59,8 @@ class View:
 Table = pd.DataFrame | View
 
 FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
-VIEW_SLICE_ROWS = 65_536  # rows of a view gathered and written at a time
+VIEW_SLICE_ROWS = 65_536  # rows of a table (or gathered for a view) written at a time
+WRITEBACK_BYTES = 64 << 20  # see _start_writeback
 TMP_PREFIX = ".tmp-"
 # Values escaped on the way out: a trigger first, or apostrophes and then a trigger (else
 # "'=x" would be written as is and read back as "=x").
@@ -157,15 +158,42 @@ def write_arrow_csv(table: pa.Table, path: str | Path, rows: np.ndarray | None =
     with open(path, "wb") as handle:
         if not table.num_columns:
             handle.write(b"\n")
-        elif rows is None:
-            pacsv.write_csv(table, handle, options)
         else:
+            slices = (
+                table.to_batches(max_chunksize=VIEW_SLICE_ROWS)
+                if rows is None
+                else (
+                    table.take(pa.array(rows[start : start + VIEW_SLICE_ROWS]))
+                    for start in range(0, len(rows), VIEW_SLICE_ROWS)
+                )
+            )
+            handed = 0
             with pacsv.CSVWriter(handle, table.schema, write_options=options) as writer:
-                for start in range(0, len(rows), VIEW_SLICE_ROWS):
-                    writer.write_table(table.take(pa.array(rows[start : start + VIEW_SLICE_ROWS])))
+                for part in slices:
+                    writer.write(part)
+                    handed = _start_writeback(handle, handed)
         handle.flush()
         os.fsync(handle.fileno())
     return path
+
+
+def _start_writeback(handle: Any, handed: int) -> int:
+    """Hand the bytes written past ``handed`` to the disk without waiting for them, once
+    there are ``WRITEBACK_BYTES``; returns the new mark.
+
+    Why: Linux holds up to a tenth of the RAM in unwritten pages before it writes any,
+    so the fsync at the end wrote all 1.8 GB of a million alerts' results at once.
+    Started early, the disk writes while the rest is still being formatted (those
+    tables, written by 4 threads: 5.3 -> 4.4 s, of which 4.5 s without any fsync).
+    ``POSIX_FADV_DONTNEED`` starts the write-back of the range's unwritten pages without
+    waiting and drops its written ones from the cache, which nothing here reads again.
+    """
+    position = handle.tell()
+    if position - handed < WRITEBACK_BYTES or not hasattr(os, "posix_fadvise"):
+        return handed
+    handle.flush()
+    os.posix_fadvise(handle.fileno(), handed, position - handed, os.POSIX_FADV_DONTNEED)
+    return position
 
 
 def write_json(data: Any, path: str | Path) -> Path:
