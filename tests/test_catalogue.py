@@ -1,4 +1,5 @@
-"""How well a symptom fits a kind of fault (consolidation's tie-break between incidents)."""
+"""How well a symptom fits a kind of fault (consolidation's tie-break between incidents), and
+which symptoms report on the services their service calls."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from alertclf.catalogue import (
     SYMPTOM_FAMILIES,
     SYMPTOMS_OF_FAULT,
     best_symptom_fit,
+    reports_dependency,
     symptom_fit,
 )
 
@@ -46,3 +48,22 @@ def test_a_symptom_outside_the_table_fits_every_fault_alike() -> None:
 def test_best_fit_bounds_every_fault(symptom: str) -> None:
     fits = [symptom_fit(cause, symptom) for cause in [*SYMPTOMS_OF_FAULT, "other", ""]]
     assert best_symptom_fit(symptom) == max(fits)
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("UpstreamConnectFailures", True),
+        ("UpstreamResponseTimeHigh", True),
+        ("Envoy high cluster upstream connection failures", True),  # real catalogue names
+        ("HAProxy backend connection errors", True),
+        ("HAProxy backend down", False),  # "down": the service's own fault words win
+        ("Envoy high downstream HTTP 5xx error rate", False),  # its callers, not below
+        ("HighErrorRate", False),
+        ("HostHighCpuLoad", False),  # not a symptom at all
+    ],
+)
+def test_symptoms_about_the_services_called_are_told_by_their_words(
+    name: str, expected: bool
+) -> None:
+    assert reports_dependency(name) is expected

@@ -27,7 +27,7 @@ from builders import (
     split_by_time,
 )
 
-from alertclf.catalogue import symptom_fit
+from alertclf.catalogue import reports_dependency, symptom_fit
 from alertclf.consolidate import (
     AS_OF_COLUMNS,
     REASONS,
@@ -526,6 +526,51 @@ def test_a_services_own_earlier_symptom_is_not_the_path_of_its_next_one(
     assert web["reason"].iloc[1] == "symptom"
 
 
+@pytest.mark.parametrize(
+    ("name", "api_fault", "db_alerts", "joins"),
+    [
+        ("UpstreamConnectFailures", CPU, True, "db"),
+        ("Envoy high cluster upstream connection failures", CPU, True, "db"),
+        ("HighErrorRate", CPU, True, "api"),
+        ("UpstreamConnectFailures", CPU, False, "api"),
+    ],
+)
+def test_a_symptom_about_the_services_a_service_calls_joins_the_trouble_below_it(
+    name: str, api_fault: str, db_alerts: bool, joins: str
+) -> None:
+    # db's network fails at 0.0; api's CPU saturates at 1.0 (a group of its own, the
+    # more recent trouble on api's path). At 1.5 api reports that it cannot reach the
+    # services it calls: that is db's trouble, not api's CPU. Its own errors go to its
+    # own, more recent fault; with db quiet, the connection failures join api's CPU.
+    rows = [
+        *([alert(0.0, "db", "NodeNetworkReceiveErrs")] if db_alerts else []),
+        alert(1.0, "api", api_fault),
+        alert(1.2, "api", api_fault),
+        alert(1.5, "api", name),
+    ]
+    out, _ = run(rows, CHAIN)
+    assert out["root"].iloc[-1] == joins
+    assert out["reason"].iloc[-1] == ("root" if joins == "api" else "symptom")
+
+
+def test_connection_failures_of_a_service_failing_with_errors_are_more_of_its_errors() -> None:
+    # api fails with 5xx of its own (nothing it calls directly is alerting: a group rooted
+    # at api); db, two hops below, fails too and mid's latency joins it. api's connection
+    # failures then fit api's own errors (errors cause errors) better than db's
+    # network fault, a few seconds older: api's own group is a candidate from the start
+    # because its fault is of the alert's family.
+    g = graph(("api", "mid"), ("mid", "db"))
+    rows = [
+        alert(0.0, "db", "NodeNetworkReceiveErrs"),
+        alert(0.1, "api", HTTP5XX),
+        alert(0.3, "api", HTTP5XX),
+        alert(0.5, "mid", LATENCY),
+        alert(1.0, "api", "UpstreamConnectFailures"),
+    ]
+    out, _ = run(rows, g)
+    assert list(out["root"]) == ["db", "api", "api", "db", "api"]
+
+
 def test_a_new_symptom_long_after_the_trouble_on_its_path_is_a_new_problem() -> None:
     # db has been down for 8 minutes and api's latency (its symptom) keeps firing; api
     # now starts returning errors as well. Faults reach callers within minutes, so the
@@ -856,9 +901,23 @@ def test_empty_batch_keeps_the_state() -> None:
     assert empty.state == state
 
 
-def exhaustive_choice(grouper: _Grouper, t: int, key: str, is_symptom: bool, family: str):
+def exhaustive_choice(
+    grouper: _Grouper, t: int, key: str, is_symptom: bool, family: str, name: str
+):
     """Every open group scored in full, as the rules read: what the pruned candidate
     search must return. Returns (chosen group id or None, number of candidates)."""
+    if is_symptom and reports_dependency(name):
+        # A trouble below first; the service's own group only where its fault is of the
+        # alert's family.
+        found = _all_scored(grouper, t, key, is_symptom, family, any_own_root=False)
+        if found[0] is not None:
+            return found
+    return _all_scored(grouper, t, key, is_symptom, family, any_own_root=True)
+
+
+def _all_scored(
+    grouper: _Grouper, t: int, key: str, is_symptom: bool, family: str, any_own_root: bool
+):
     dependencies = grouper.index.dependencies(key)
     below = grouper.index.callees(key) if key in grouper.index else {key: 0}
     scored = []
@@ -867,6 +926,8 @@ def exhaustive_choice(grouper: _Grouper, t: int, key: str, is_symptom: bool, fam
             continue
         hops = below.get(group.root)
         if hops is None or (not is_symptom and group.root != key):
+            continue
+        if not (any_own_root or group.root != key or group.reported(family)):
             continue
         if not is_symptom and group.cause_families and family not in group.cause_families:
             continue
@@ -905,9 +966,9 @@ def test_pruned_candidate_search_equals_scoring_every_open_group(monkeypatch) ->
     pruned = _Grouper._best_candidate
     contested = []
 
-    def checked(self, t, key, is_symptom, family):
-        expected, n_candidates = exhaustive_choice(self, t, key, is_symptom, family)
-        chosen = pruned(self, t, key, is_symptom, family)
+    def checked(self, t, key, is_symptom, family, name):
+        expected, n_candidates = exhaustive_choice(self, t, key, is_symptom, family, name)
+        chosen = pruned(self, t, key, is_symptom, family, name)
         assert (chosen.group_id if chosen else None) == expected
         contested.append(n_candidates)
         return chosen

@@ -207,6 +207,19 @@ def can_be_symptom(alert_name: str) -> bool:
     return not (set(name_tokens(alert_name)) & _LOCAL_FAULT_WORDS)
 
 
+# Words of alerts a service raises about the services it calls: an Envoy sidecar's
+# "upstream" clusters, a proxy's "backends" (real rule catalogues: "Envoy high cluster
+# upstream connection failures", "HAProxy backend connection errors").
+_DEPENDENCY_WORDS = frozenset({"upstream", "upstreams", "backend", "backends"})
+
+
+@lru_cache(maxsize=65_536)
+def reports_dependency(alert_name: str) -> bool:
+    """Whether this symptom reports on the services its service calls rather than on
+    the service itself: a fault below explains it better than one of its own service."""
+    return can_be_symptom(alert_name) and bool(set(name_tokens(alert_name)) & _DEPENDENCY_WORDS)
+
+
 @lru_cache(maxsize=256)
 def symptom_types_for(kind: str, family: str) -> tuple[AlertType, ...]:
     return tuple(a for a in alert_types_for(kind, family) if can_be_symptom(a.name))

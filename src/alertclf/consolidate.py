@@ -78,7 +78,12 @@ group whose trouble on the alert's dependency path began most recently -- where 
 whose kind of fault makes callers report this kind of alert counts as a few minutes more
 recent (a saturated CPU slows its callers, a crash makes their requests fail:
 :func:`alertclf.catalogue.symptom_fit`) -- then to the nearest root, then to the
-youngest group. Because membership is
+youngest group. A symptom that reports on the services its service calls (an Envoy
+sidecar's "upstream connect failures", a proxy's "backend" errors:
+:func:`alertclf.catalogue.reports_dependency`) is a trouble below's before it is a fault of
+another kind on its own service (a CPU alert there): such a group is a candidate only when
+no trouble below is alerting, or when its root's fault is of the alert's own family. Because
+membership is
 always measured from the root, a shared gateway cannot bridge two incidents into one:
 that is the single-linkage chaining that merges every incident of a storm.
 
@@ -114,6 +119,7 @@ from alertclf.catalogue import (
     alert_family,
     best_symptom_fit,
     can_be_symptom,
+    reports_dependency,
     symptom_fit,
 )
 from alertclf.contracts import SEVERITY_ORDINAL
@@ -184,6 +190,11 @@ class Group:
             counts = self.cause_families
             leader = self._leader = max(sorted(counts), key=counts.__getitem__)
         return leader or self.root_family
+
+    def reported(self, family: str) -> bool:
+        """Whether the group's fault is of this family: its root's first alert was, or
+        one of its non-symptom alerts."""
+        return family == self.root_family or family in self.cause_families
 
     def count_cause(self, family: str, alerts: int = 1) -> None:
         """Count non-symptom alerts of ``family``, keeping :attr:`cause_family` current
@@ -685,7 +696,7 @@ class _Grouper:
                     group, reason, entry, span = live, "follow", None, None
         else:
             entry = None
-            group = self._best_candidate(t, key, is_symptom, family)
+            group = self._best_candidate(t, key, is_symptom, family, name)
             reason = "root" if group is not None and group.root == key else "symptom"
             if group is None and is_symptom:
                 group = self._root_still_alerting_below(t, key)
@@ -761,14 +772,39 @@ class _Grouper:
             group.cause_family,
         )
 
-    def _best_candidate(self, t: int, key: str, is_symptom: bool, family: str) -> Group | None:
-        """The group that best explains an alert on ``key`` (see :func:`_score`)."""
+    def _best_candidate(
+        self, t: int, key: str, is_symptom: bool, family: str, name: str = ""
+    ) -> Group | None:
+        """The group that best explains an alert named ``name`` on ``key`` (see
+        :func:`_score`)."""
         dependencies = self.index.dependencies(key)
         # Hops from ``key`` down to each root it may be a symptom of; an unmapped
         # service is only ever its own root.
         below = self.index.callees(key) if key in self.index else {key: 0}
         if not is_symptom:
             return self._best_own_root(t, key, family, dependencies, below)
+        if reports_dependency(name):
+            # An alert about the services ``key`` calls (Envoy's "upstream connect
+            # failures"): a trouble below explains it before a fault of another kind on
+            # ``key`` itself (a CPU alert there), which it joins only when no trouble
+            # below is alerting.
+            below_first = self._best_symptom_group(t, key, family, dependencies, below, False)
+            if below_first is not None:
+                return below_first
+        return self._best_symptom_group(t, key, family, dependencies, below, True)
+
+    def _best_symptom_group(
+        self,
+        t: int,
+        key: str,
+        family: str,
+        dependencies: set[str],
+        below: dict[str, int],
+        any_own_root: bool,
+    ) -> Group | None:
+        """:meth:`_best_candidate` for a symptom of ``family``. Without ``any_own_root``, a
+        group rooted at ``key`` is a candidate only where ``key`` already reported that
+        family."""
         # Evidence first: groups holding this service or one of its direct dependencies;
         # a group's evidence is the latest first-alert time of such a member.
         members_of = self.members_of
@@ -805,6 +841,8 @@ class _Grouper:
                 group = self.active[gid]
                 if member == key and group.root != key:
                     continue  # not evidence (see below); the group is found by its path
+                if not (any_own_root or group.root != key or group.reported(family)):
+                    continue
                 seen.add(gid)
                 if not self._is_active(group, t):
                     stale.append(group)
