@@ -80,12 +80,13 @@ recent (a saturated CPU slows its callers, a crash makes their requests fail:
 :func:`alertclf.catalogue.symptom_fit`) -- then to the nearest root, then to the
 youngest group. A symptom that reports on the services its service calls (an Envoy
 sidecar's "upstream connect failures", a proxy's "backend" errors:
-:func:`alertclf.catalogue.reports_dependency`) is a trouble below's before it is a fault of
-another kind on its own service (a CPU alert there): such a group is a candidate only when
-no trouble below is alerting, or when its root's fault is of the alert's own family. Because
-membership is
-always measured from the root, a shared gateway cannot bridge two incidents into one:
-that is the single-linkage chaining that merges every incident of a storm.
+:func:`alertclf.catalogue.reports_dependency`) looks for a trouble below first: a group
+rooted at its own service is a candidate only when no trouble below is alerting, or when
+that root's fault is of the alert's own family (the service's own errors); a fault of
+another kind there (a CPU alert) explains failing calls to others worse than a failing
+callee does. Because membership is always measured from the root, a shared gateway
+cannot bridge two incidents into one: that is the single-linkage chaining that merges
+every incident of a storm.
 
 Alerts whose service is not in the graph are grouped only with alerts of the same
 (normalised) service name.
@@ -773,7 +774,7 @@ class _Grouper:
         )
 
     def _best_candidate(
-        self, t: int, key: str, is_symptom: bool, family: str, name: str = ""
+        self, t: int, key: str, is_symptom: bool, family: str, name: str
     ) -> Group | None:
         """The group that best explains an alert named ``name`` on ``key`` (see
         :func:`_score`)."""

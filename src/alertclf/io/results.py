@@ -183,10 +183,13 @@ def _start_writeback(handle: Any, handed: int) -> int:
 
     Why: Linux holds up to a tenth of the RAM in unwritten pages before it writes any,
     so the fsync at the end wrote all 1.8 GB of a million alerts' results at once.
-    Started early, the disk writes while the rest is still being formatted (those
-    tables, written by 4 threads: 5.3 -> 4.4 s, of which 4.5 s without any fsync).
+    Started early, the disk writes while the rest is still being formatted. The result
+    tables of a million alerts, written by 4 threads: 5.3 s with the closing fsync
+    alone, 4.4 s with this, 4.5 s with no fsync at all; inside classify about 0.6 s less.
     ``POSIX_FADV_DONTNEED`` starts the write-back of the range's unwritten pages without
-    waiting and drops its written ones from the cache, which nothing here reads again.
+    waiting and drops its already written ones from the cache: the store's copy is a hard
+    link, and an upload to a tracking server reads them back at disk speed, which is
+    faster than any upload.
     """
     position = handle.tell()
     if position - handed < WRITEBACK_BYTES or not hasattr(os, "posix_fadvise"):
