@@ -197,9 +197,12 @@ class Regrouping:
 
 
 def _padded_root(root: list) -> list:
-    # [key, first, last] (before splitting) or without families (before stop 27)
-    padded = [*root[:5], *[0, 0][: max(0, 5 - len(root))]]
-    return [*padded, list(root[5]) if len(root) > 5 else []]
+    """A copy of a root entry with all its fields: older states saved [key, first, last]
+    (before splitting) or no families (before symptom families)."""
+    key, first, last, *rest = root
+    gaps = rest[:2] if len(rest) >= 2 else [0, 0]
+    families = list(rest[2]) if len(rest) > 2 else []
+    return [key, first, last, *gaps, families]
 
 
 def lead_ns(settings: Settings) -> int:
@@ -231,14 +234,8 @@ def early_end_share(
     if not len(alerts) or not len(groups):
         return None
     window = settings.time_window_minutes * NS_PER_MINUTE
-    frame = pd.DataFrame(
-        {
-            "g": alerts["group_id"].to_numpy(dtype=object),
-            "k": service_keys(alerts),
-            "n": alerts["alert_name"].to_numpy(dtype=object),
-            "t": to_epoch_ns(alerts["timestamp"]),
-        }
-    ).sort_values(["g", "k", "n", "t"], kind="stable")
+    frame = _history_frame(alerts).assign(t=to_epoch_ns(alerts["timestamp"]))
+    frame = frame.sort_values(["g", "k", "n", "t"], kind="stable")
     runs, _ = pd.factorize(pd.MultiIndex.from_frame(frame[["g", "k", "n"]]))
     frame["fired"] = _new_firings(runs, frame["t"].to_numpy())
     series = (
@@ -305,24 +302,30 @@ def symptom_families(
     ``alerts`` and ``groups`` as for :func:`early_end_share`."""
     if not len(alerts) or not len(groups):
         return None
-    frame = pd.DataFrame(
+    series = _history_frame(alerts).drop_duplicates()
+    series["root"] = series["g"].map(_root_of_group(groups))
+    series["family"] = series["n"].map(alert_family)
+    on_root = series["k"] == series["root"]
+    causes = series.loc[on_root, ["g", "family"]].drop_duplicates()
+    symptoms = series.loc[~on_root & series["root"].notna(), ["g", "family"]]
+    # One row per (symptom series, family of its root); counted per pair of families.
+    pairs = symptoms.merge(causes.rename(columns={"family": "cause"}), on="g")
+    table: dict[str, dict[str, int]] = {}
+    for (cause, family), count in pairs.groupby(["cause", "family"]).size().items():
+        table.setdefault(str(cause), {})[str(family)] = int(count)
+    return table or None
+
+
+def _history_frame(alerts: pd.DataFrame) -> pd.DataFrame:
+    """Per alert of a grouped history: group id ``g``, service key ``k``, alert name
+    ``n``."""
+    return pd.DataFrame(
         {
             "g": alerts["group_id"].to_numpy(dtype=object),
             "k": service_keys(alerts),
             "n": alerts["alert_name"].to_numpy(dtype=object),
         }
-    ).drop_duplicates()
-    frame["root"] = frame["g"].map(_root_of_group(groups))
-    frame["family"] = frame["n"].map(alert_family)
-    on_root = frame["k"] == frame["root"]
-    causes = frame[on_root].groupby("g")["family"].unique()
-    symptoms = frame[~on_root & frame["root"].notna()]
-    table: dict[str, dict[str, int]] = {}
-    for gid, family in symptoms[["g", "family"]].itertuples(index=False):
-        for cause in causes.get(gid, ()):
-            row = table.setdefault(str(cause), {})
-            row[family] = row.get(family, 0) + 1
-    return table or None
+    )
 
 
 def _root_of_group(groups: pd.DataFrame) -> dict[str, str]:
