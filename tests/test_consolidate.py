@@ -329,27 +329,32 @@ def paused_gateway(resume_at: float, until: float) -> list:
 
 
 @pytest.mark.parametrize(
-    ("resume_at", "trouble_c", "reason"),
-    [(40.0, False, "resume"), (80.0, False, "new"), (40.0, True, "new")],
+    ("resume_at", "trouble_c", "joins"),
+    [(40.0, False, "B"), (80.0, False, "its own"), (40.0, True, "C")],
 )
-def test_a_symptom_that_fires_again_after_a_pause_joins_the_one_trouble_under_it(
-    resume_at: float, trouble_c: bool, reason: str
+def test_a_symptom_that_fires_again_after_a_pause_joins_the_newest_trouble_under_it(
+    resume_at: float, trouble_c: bool, joins: str
 ) -> None:
     # The gateway's errors come with A. B begins under the gateway at minute 10, but an
     # alert already firing cannot fire again for a second incident, so the errors show
-    # up again only after a pause, once A has ended: B, alive under the gateway and the
-    # one trouble there, is where they go, though it began half an hour before. After
-    # more than an hour's pause the errors are news, and with C alive too the choice is
-    # a coin toss: a group of their own, as before.
+    # up again only after a pause, once A has ended: B, alive under the gateway, is
+    # where they go, though it began half an hour before. After more than an hour's
+    # pause the errors are news: a group of their own. With C alive too (from minute
+    # 30), the choice is a coin toss that regrouping revisits when the series ends; it
+    # goes to the trouble that began most recently on the gateway's path, C.
     rows = paused_gateway(resume_at, resume_at + 20)
     if trouble_c:
         rows += [*firing(30.0, 120, "dbC", CPU), *firing(31.0, 120, "svcC", LATENCY)]
     # A cut while the gateway pauses: the state carries the series past its group.
     gw, in_a, in_b = gateway_series(rows, THREE, cuts=[0.0, 30.0, resume_at - 0.1, 200.0])
+    reason = "new" if joins == "its own" else "resume"
     assert list(gw["reason"]) == ["symptom", *["repeat"] * 3, reason, *["repeat"] * 3]
     after = set(gw["group_id"].iloc[4:])
     assert list(gw["group_id"].iloc[:4]) == [in_a] * 4 and len(after) == 1
-    assert (after == {in_b}) is (reason == "resume")
+    assert (after == {in_b}) is (joins == "B")
+    if joins == "C":
+        out, _ = run(rows, THREE)
+        assert after == {out.loc[out["service"] == "dbC", "group_id"].iloc[0]}
 
 
 # web calls api; api calls dbA and dbB.

@@ -161,6 +161,41 @@ def test_a_group_root_is_forgotten_after_an_hour_and_a_half() -> None:
     assert not state.trimmed(91 * NS_PER_MINUTE, SETTINGS).roots
 
 
+def test_a_series_that_outlives_its_root_by_hours_still_moves_in_batches() -> None:
+    # A (dbA, svcA) lasts ten minutes; B's database fails at 0 and lasts 110, its
+    # service does not alert, so the gateway's errors (2 to 110) went to A and stay
+    # there (nothing on their path alerts in B). They end with B. In 15-minute batches
+    # the batch ending at 109 finds A's root stopped 100 minutes before, the series
+    # still firing: kept in the state while the series is pending, that root is still
+    # the end the series is measured from when the next batch decides it.
+    alerts = frame(
+        [
+            *firing(0.0, 110, "dbB", "RedisDown"),
+            *firing(0.5, 10, "dbA", DB_DOWN),
+            *firing(1.5, 10, "svcA", ERRORS),
+            *firing(2.0, 110, "gw", HTTP5XX),
+            alert(130.0, "dbA", DB_DOWN),  # time passes: the gateway's series is quiet
+        ],
+        GATEWAY,
+    )
+    whole = prepare_batch(alerts, CONTEXT, SETTINGS).alerts
+    in_b = whole.loc[whole["service"] == "dbB", "group_id"].iloc[0]
+    gw_rows = whole["service"] == "gw"
+    assert whole.loc[gw_rows, "group_reason"].iloc[0] == "symptom"
+    assert (whole.loc[gw_rows, "group_id"] == in_b).all()
+    state, published, revisions = PipelineState(), [], []
+    for batch in split_by_time(alerts, 15):
+        prepared = prepare_batch(batch, CONTEXT, SETTINGS, PipelineState.from_json(state.to_json()))
+        state = prepared.state
+        published.append(prepared.alerts)
+        revisions.append(prepared.revisions)
+    combined = pd.concat(published)
+    combined["group_id"] = apply_revisions(combined, latest_revisions(revisions))
+    gw = combined[combined["service"] == "gw"]
+    assert len(gw) == gw_rows.sum() and (gw["group_id"] == in_b).all()
+    assert not state.regroup.pending
+
+
 def one_incident(root_ends: float, gw_ends: float) -> pd.DataFrame:
     """One incident under the gateway (A), the gateway's errors ending at ``gw_ends``."""
     return frame(
