@@ -101,24 +101,31 @@ def test_a_series_still_firing_is_not_decided() -> None:
     assert sorted(pending[5]) == sorted(prepared.alerts.loc[gw.index, "alert_id"])
 
 
-def test_batches_publish_revisions_of_earlier_alerts() -> None:
-    # In 15-minute batches the gateway's alerts of the first two batches are published
-    # in A; the batch that sees the series quiet for a window revises them to B. Applied
-    # in order, the batches' results equal the one-batch result.
-    alerts = two_incidents(a_ends=40, b_ends=25, gw_ends=25)
-    whole = prepare_batch(alerts, CONTEXT, SETTINGS).alerts
+def in_batches(alerts: pd.DataFrame) -> tuple[pd.DataFrame, list[pd.DataFrame], PipelineState]:
+    """``alerts`` through consecutive 15-minute batches, the state carried as JSON: the
+    published alerts with every batch's revisions applied, the revisions, the last state."""
     state, published, revisions = PipelineState(), [], []
     for batch in split_by_time(alerts, 15):
         prepared = prepare_batch(batch, CONTEXT, SETTINGS, PipelineState.from_json(state.to_json()))
         state = prepared.state
         published.append(prepared.alerts)
         revisions.append(prepared.revisions)
+    combined = pd.concat(published)
+    combined["group_id"] = apply_revisions(combined, latest_revisions(revisions))
+    return combined, revisions, state
+
+
+def test_batches_publish_revisions_of_earlier_alerts() -> None:
+    # In 15-minute batches the gateway's alerts of the first two batches are published
+    # in A; the batch that sees the series quiet for a window revises them to B. Applied
+    # in order, the batches' results equal the one-batch result.
+    alerts = two_incidents(a_ends=40, b_ends=25, gw_ends=25)
+    whole = prepare_batch(alerts, CONTEXT, SETTINGS).alerts
+    combined, revisions, state = in_batches(alerts)
     moved = pd.concat(revisions)
     gw_ids = set(alerts.loc[alerts["service"] == "gw", "alert_id"])
     assert list(moved.columns) == list(REVISION_COLUMNS)
     assert set(moved["alert_id"]) == gw_ids and moved["alert_id"].is_unique
-    combined = pd.concat(published)
-    combined["group_id"] = apply_revisions(combined, latest_revisions(revisions))
     pd.testing.assert_series_equal(
         combined.set_index("alert_id")["group_id"].sort_index(),
         whole.set_index("alert_id")["group_id"].sort_index(),
@@ -183,14 +190,7 @@ def test_a_series_that_outlives_its_root_by_hours_still_moves_in_batches() -> No
     gw_rows = whole["service"] == "gw"
     assert whole.loc[gw_rows, "group_reason"].iloc[0] == "symptom"
     assert (whole.loc[gw_rows, "group_id"] == in_b).all()
-    state, published, revisions = PipelineState(), [], []
-    for batch in split_by_time(alerts, 15):
-        prepared = prepare_batch(batch, CONTEXT, SETTINGS, PipelineState.from_json(state.to_json()))
-        state = prepared.state
-        published.append(prepared.alerts)
-        revisions.append(prepared.revisions)
-    combined = pd.concat(published)
-    combined["group_id"] = apply_revisions(combined, latest_revisions(revisions))
+    combined, _, state = in_batches(alerts)
     gw = combined[combined["service"] == "gw"]
     assert len(gw) == gw_rows.sum() and (gw["group_id"] == in_b).all()
     assert not state.regroup.pending
