@@ -196,6 +196,35 @@ def test_a_series_that_outlives_its_root_by_hours_still_moves_in_batches() -> No
     assert not state.regroup.pending
 
 
+@pytest.mark.parametrize(("own_ends", "moves"), [(60.0, True), (31.0, False)])
+def test_a_symptom_on_a_root_that_outlives_its_fault_moves_to_the_trouble_it_ended_with(
+    own_ends: float, moves: bool
+) -> None:
+    # svcA calls dbA and dbB. dbB is down from 0 to 60; svcA's own CPU saturates from 1
+    # to 30 (a group rooted at svcA). svcA's latency from 3 joins its own fault, the
+    # more recent trouble on its path, as another alert on the root. Ending at 60 with
+    # dbB's outage, 30 minutes after svcA's last CPU alert, it followed dbB: it moves
+    # there once quiet. Ending with the CPU alerts, it stays.
+    g = graph(("svcA", "dbA"), ("svcA", "dbB"))
+    context = GraphContext.build(g, SETTINGS)
+    alerts = frame(
+        [
+            *firing(0.0, 60, "dbB", "RedisDown"),
+            *firing(1.0, 30, "svcA", "CPUThrottlingHigh"),
+            *firing(3.0, own_ends, "svcA", LATENCY),
+            alert(100.0, "dbA", DB_DOWN),  # time passes: the latency series is quiet
+        ],
+        g,
+    )
+    prepared = prepare_batch(alerts, context, SETTINGS)
+    out = prepared.alerts
+    latency = out[(out["service"] == "svcA") & (out["alert_name"] == LATENCY)]
+    cpu_group = out.loc[out["alert_name"] == "CPUThrottlingHigh", "group_id"].iloc[0]
+    db_group = out.loc[out["service"] == "dbB", "group_id"].iloc[0]
+    assert latency["group_reason"].iloc[0] == "root"
+    assert set(latency["group_id"]) == ({db_group} if moves else {cpu_group})
+
+
 def one_incident(root_ends: float, gw_ends: float) -> pd.DataFrame:
     """One incident under the gateway (A), the gateway's errors ending at ``gw_ends``."""
     return frame(
@@ -362,7 +391,7 @@ def test_symptom_families_are_learned_from_a_grouped_history_and_carried_by_the_
     again = PipelineState.from_json(first.state.to_json())
     assert again.regroup == first.state.regroup
     older = RegroupState.from_json('{"roots": {"g1": ["db", 0, 0, 60, 1]}}')
-    assert older.roots == {"g1": ["db", 0, 0, 60, 1, []]}
+    assert older.roots == {"g1": ["db", 0, 0, 60, 1, [], 0]}  # no fault alert known
 
 
 def test_a_family_is_a_misfit_only_where_every_family_of_the_root_says_so() -> None:
