@@ -215,7 +215,8 @@ def huawei(name: str, settings: Settings) -> list[dict] | None:
     )
     graph = nx.DiGraph()
     topology_file = folder / "Topology.npy"
-    if topology_file.exists():
+    linked = topology_file.exists()
+    if linked:
         topo = np.load(topology_file)
         graph.add_nodes_from(f"dev-{i}" for i in range(topo.shape[0]))
         # The device topology is undirected: a fault may travel either way along a link.
@@ -241,7 +242,7 @@ def huawei(name: str, settings: Settings) -> list[dict] | None:
     for system, groups in groupings.items():
         coherence, pairs = causal_coherence(groups, types, related)
         rows.append(
-            {"alarms": name, "device links": "yes" if topology_file.exists() else "none",
+            {"alarms": name, "device links": "yes" if linked else "none",
              "system": system, "causal_coherence": coherence, "within_group_pairs": pairs,
              "groups": len(pd.unique(groups))}
         )  # fmt: skip
@@ -300,10 +301,9 @@ def main(argv: list[str] | None = None) -> int:
     print("\nHuawei telecom alarms (real data):")
     telecom = None
     if not args.quick:
-        found = [huawei(name, settings) for name in TELECOM]
-        rows = [row for rows in found if rows for row in rows]
-        if rows:
-            telecom = pd.DataFrame(rows)
+        scored = [row for name in TELECOM for row in huawei(name, settings) or []]
+        if scored:
+            telecom = pd.DataFrame(scored)
             targets += telecom_targets(telecom)
     report = render(summary, targets, telecom, seeds, args.days, list(topologies))
     print()

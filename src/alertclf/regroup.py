@@ -159,9 +159,10 @@ class RegroupState:
     roots: dict[str, list] = field(default_factory=dict)
     # [service key, alert name, group id, first alert ns, last alert ns, [alert ids],
     # firings, chosen, split group id or "", highest severity] of the series on another
-    # service than their group's root that fired within the last window: ``chosen`` when
-    # its first alert was a choice between troubles (those may move), the split group
-    # once it has been split off (its later alerts follow)
+    # service than their group's root, and of the symptom series on the root that joined
+    # as another alert there, that fired within the last window: ``chosen`` when its
+    # first alert was a choice between troubles or such a symptom (those may move), the
+    # split group once it has been split off (its later alerts follow)
     pending: list[list] = field(default_factory=list)
     # group id -> the group split off it (see :func:`_split_record`)
     splits: dict[str, list] = field(default_factory=dict)
@@ -513,11 +514,11 @@ def _update_roots(
     group, stamps = codes[rows], times[rows]
     _add_root_families(roots, uniques, group, names, distinct)
     fault = ~np.array([can_be_symptom(n) for n in distinct], dtype=bool)[names]
-    if fault.any():
-        lasts = pd.Series(stamps[fault]).groupby(group[fault]).max()
-        for code, stamp in zip(lasts.index.tolist(), lasts.tolist(), strict=True):
-            entry = roots[uniques[code]]
-            entry[6] = max(int(entry[6]), int(stamp))
+    fault_last = np.zeros(len(uniques), dtype=np.int64)
+    np.maximum.at(fault_last, group[fault], stamps[fault])
+    for code in np.flatnonzero(fault_last).tolist():
+        entry = roots[uniques[code]]
+        entry[6] = max(int(entry[6]), int(fault_last[code]))
     order = np.lexsort((stamps, names, group))
     group, stamps = group[order], stamps[order]
     runs = _combined([group, names[order]], [len(uniques), len(distinct)])
@@ -689,7 +690,9 @@ def _extend(
     chosen = np.isin(reasons, list(CHOSEN_REASONS))
     root_keys = {gid: root[0] for gid, root in roots.items()}
     on_root = pd.Series(named[2]).map(root_keys).to_numpy(dtype=object) == named[0]
-    own = on_root & (reasons == "root") & pd.Series(named[1]).map(can_be_symptom).to_numpy(bool)
+    name_codes, name_uniques = parts[1]
+    symptom = np.array([can_be_symptom(n) for n in name_uniques], dtype=bool)[name_codes[heads]]
+    own = on_root & (reasons == "root") & symptom
     chosen = chosen | own
     wanted = ~on_root | own
     if pending:  # the series this batch continues
