@@ -98,7 +98,8 @@ from alertclf.consolidate import (
 from alertclf.settings import Settings
 
 # How a series' first alert joined its group when the choice was between troubles below
-# it (consolidate.REASONS): only these series are looked at again.
+# it (consolidate.REASONS): only these series are looked at again, and symptom series
+# that joined as another alert on their group's root (see *Symptoms on a root*).
 CHOSEN_REASONS = frozenset({"symptom", "busy", "detour", "resume", "follow"})
 END_GAIN_MINUTES = 3.0
 # What a series ending before a root's end counts against it, per minute (after: 1).
