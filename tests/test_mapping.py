@@ -91,6 +91,13 @@ def topology_nodes(name: str) -> list[str]:
         ("http://payment-service:8080/api/charge", "payment-service"),
         ("https://user@payment-service.shop.svc.cluster.local:8443/", "payment-service"),
         ("grpc://payment-service", "payment-service"),
+        # a label pair pasted as the name names the service by its value
+        ("job=payment-service", "payment-service"),
+        ('service="payment-service"', "payment-service"),
+        ('{namespace="shop", app="payment-service-7d9f8c6b5-x2x9k"}', "payment-service"),
+        ("app.kubernetes.io/name=payment-service", "payment-service"),
+        ("{instance=cart-0, job=payment-service}", "payment-service"),
+        ("x=", "x"),
         # releases of one service
         ("frontend-v2", "frontend"),
         ("payment-service-v10", "payment-service"),
@@ -151,6 +158,12 @@ def siblings() -> ServiceMapper:
         ("cart-redis", "redis-cart", "fuzzy"),
         ("service-order", "order-service", "normalized"),
         ("payment-service-blue", "payment-service", "normalized"),
+        ("order-worker-container", "order-worker", "normalized"),
+        # the short Kubernetes DNS form name.namespace
+        ("order-db.shop", "order-db", "normalized"),
+        ("Redis-Cart.payments", "redis-cart", "normalized"),
+        ("order.db", "order-db", "normalized"),  # dots as separators: the whole name first
+        ('{job="cart-service", namespace="shop"}', "cart-service", "normalized"),
     ],
 )
 def test_sibling_names_map_to_the_right_node(siblings, name, node, method):
@@ -169,6 +182,8 @@ def test_sibling_names_map_to_the_right_node(siblings, name, node, method):
         "xqzvbt-wlkmr",
         "order-exporter",  # one shared word is not enough
         "cart-worker",  # a kind the graph does not have for cart
+        'job="node-exporter"',
+        "billing.shop",  # a namespace after a name the graph does not have
         "",
         "   ",
         "prod",
@@ -176,6 +191,13 @@ def test_sibling_names_map_to_the_right_node(siblings, name, node, method):
 )
 def test_unknown_services_stay_unmapped(siblings, name):
     assert siblings.map_one(name) == ("", "unmapped", 0.0)
+
+
+def test_a_dotted_name_is_one_name_before_it_is_name_and_namespace():
+    mapper = ServiceMapper(["cart", "cartservice", "frontend"])
+    assert mapper.map_one("cart.service").mapped_service == "cartservice"
+    assert mapper.map_one("cart.shop").mapped_service == "cart"
+    assert mapper.map_one("frontend-0.default").mapped_service == "frontend"
 
 
 def test_confidence_orders_methods(siblings):
@@ -323,6 +345,10 @@ def name_variants(node: str, rng: random.Random) -> list[str]:
         # beyond the listed kinds: canaries, team prefixes, versions
         f"{node}-canary",
         f"team-{node}-v2",
+        f"{node}.{ns}",
+        f"{node}-container",
+        f"job={node}",
+        f'{{namespace="{ns}", service="{pod}"}}',
     ]
     compound = re.fullmatch(r"([a-z]+?)(service)", node)
     if compound:  # online-boutique style "cartservice"

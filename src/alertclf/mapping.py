@@ -4,8 +4,10 @@ Monitoring systems name a service differently from the dependency graph: case
 (``PaymentService``), separators (``payment_service``), environments (``prod-``,
 ``-staging``), Kubernetes forms (``payment-service.default.svc.cluster.local``,
 ``shop/payment-service``), pod names (``payment-service-7d9f8c6b5-x2x9k``,
-``redis-cart-0``), regions (``-us-east-1``), releases (``-v2``, ``-blue``), URLs
-(``http://payment-service:8080/charge``) and abbreviations (``svc``, ``db``).
+``redis-cart-0``, ``-container``), regions (``-us-east-1``), releases (``-v2``,
+``-blue``), URLs (``http://payment-service:8080/charge``), label pairs pasted as the name
+(``job=payment-service``, ``{namespace="shop", app="payment-service"}``), the short DNS
+form ``payment-service.shop`` and abbreviations (``svc``, ``db``).
 
 A name is tried against the graph in order; the first unambiguous hit wins:
 
@@ -107,7 +109,7 @@ _INSTANCE_TOKENS = frozenset(
     {
         "replica", "replicas", "primary", "secondary", "master", "slave", "leader",
         "follower", "canary", "standby", "pod", "deployment", "deploy", "statefulset", "sts",
-        "blue", "green",
+        "blue", "green", "container",
     }
 )  # fmt: skip
 _ABBREVIATIONS = {"svc": "service", "srv": "service", "database": "db", "gw": "gateway"}
@@ -146,6 +148,15 @@ _REGION_SUFFIX = re.compile(r"-" + _REGION + r"$")
 _REGION_PREFIX = re.compile(r"^" + _REGION + r"-(?![0-9])")  # all of "eu-west-1-", not "eu-west-"
 _K8S_DNS = re.compile(r"^([^.]+)\.[^.]+\.svc(?:\..*)?$")
 _PORT = re.compile(r":\d+$")
+# Label pairs pasted as the name: job=cart, service="cart", {app="cart", namespace="shop"}.
+_LABEL_PAIR = r'\s*([a-z_][a-z0-9_./\-]*)\s*=~?\s*"?([^",{}=]*)"?\s*'
+_LABEL_PAIRS = re.compile(r"^\{?" + _LABEL_PAIR + r"(?:," + _LABEL_PAIR + r")*,?\}?$")
+_ONE_LABEL_PAIR = re.compile(_LABEL_PAIR)
+# The labels that name the service, most specific first (Prometheus, Kubernetes, OTel).
+_SERVICE_LABELS = (
+    "service", "service_name", "service.name", "app.kubernetes.io/name", "app", "k8s_app",
+    "job", "deployment", "workload", "container", "name",
+)  # fmt: skip
 # scheme://[user@]host[:port][/path...]: group 1 is host[:port]
 _URL = re.compile(r"^[a-z][a-z0-9+.\-]*://(?:[^@/?#]*@)?([^/?#]+)")
 # A release suffix (``frontend-v2``): the same service, another version of it.
@@ -225,12 +236,24 @@ def _service_part(text: str) -> str:
     url = _URL.match(text.strip())
     if url:
         text = url.group(1)
-    elif "/" in text:  # namespace/name, pod/name, cluster/namespace/name
+    elif "=" in text and _LABEL_PAIRS.match(text):
+        text = _label_value(text)
+    if "/" in text:  # namespace/name, pod/name, cluster/namespace/name
         parts = [p for p in text.split("/") if p.strip()]
         text = parts[-1] if parts else ""
     text = _PORT.sub("", text.strip())
     match = _K8S_DNS.match(text)
     return match.group(1) if match else text
+
+
+def _label_value(text: str) -> str:
+    """The service in ``job=cart`` or ``{service="cart", namespace="shop"}``: the value of
+    the first label of ``_SERVICE_LABELS`` present, else of the first label with one."""
+    pairs = {key: value.strip() for key, value in _ONE_LABEL_PAIR.findall(text.strip("{} "))}
+    for key in _SERVICE_LABELS:
+        if pairs.get(key):
+            return pairs[key]
+    return next((value for value in pairs.values() if value), text)
 
 
 def _strip_decorations(tokens: list[str]) -> list[str]:
@@ -274,8 +297,7 @@ def decoration_stages(name: str) -> list[str]:
     """``name`` in canonical separators after each decoration removed (see
     :func:`_strip_steps`), the whole name first; then the same with leading environment
     words removed first."""
-    text = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", str(name)).casefold())
-    tokens = [t for t in _SEPARATORS.split(_service_part(text)) if t]
+    tokens = [t for t in _SEPARATORS.split(_service_part(_folded(name))) if t]
     stages = ["-".join(step) for step in _strip_steps(tokens)]
     # Environment prefixes too, before any suffix: prod-edge-gateway-13.
     start = 0
@@ -284,6 +306,21 @@ def decoration_stages(name: str) -> list[str]:
     if start:
         stages += ["-".join(step) for step in _strip_steps(tokens[start:])]
     return list(dict.fromkeys(stages))
+
+
+def first_label_stages(name: str) -> list[str]:
+    """The decoration stages of the first DNS label of a dotted name (``cart-0.shop`` ->
+    ``cart-0``, ``cart``), or none: ``cart.shop`` is cart in namespace shop, the short
+    form of ``cart.shop.svc``."""
+    labels = [label for label in _service_part(_folded(name)).split(".") if label.strip()]
+    if len(labels) < 2:
+        return []
+    tokens = [t for t in _SEPARATORS.split(labels[0]) if t]
+    return ["-".join(step) for step in _strip_steps(tokens)]
+
+
+def _folded(name: object) -> str:
+    return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", str(name)).casefold())
 
 
 def _is_hash(token: str, *, need_digit: bool) -> bool:
@@ -313,8 +350,7 @@ def _split_compound(token: str) -> list[str]:
 def _plain_key(name: str) -> str:
     # Case and separators only: tells apart graph nodes that differ just by a decoration
     # (kafka-0 vs kafka-1, order-db vs order-db-replica).
-    text = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", str(name)).casefold())
-    return "-".join(t for t in _SEPARATORS.split(text) if t)
+    return "-".join(t for t in _SEPARATORS.split(_folded(name)) if t)
 
 
 class MappingResult(NamedTuple):
@@ -405,6 +441,12 @@ class ServiceMapper:
             nodes = self._levels[level].get(key) if key else None
             if nodes and len(nodes) == 1:
                 return MappingResult(nodes[0], "normalized", _LEVEL_CONFIDENCE[level])
+        # After every key of the whole name: "cart.service" is one name with dots for
+        # separators and meets "cartservice" above, even where a node "cart" exists.
+        for stage in first_label_stages(name):
+            node = self._plain_nodes.get(stage)
+            if node is not None:
+                return MappingResult(node, "normalized", _LEVEL_CONFIDENCE[1])
         return self._fuzzy(name, tokens)
 
     def _fuzzy(self, name: str, sequence: tuple[str, ...]) -> MappingResult:
