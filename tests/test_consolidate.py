@@ -681,6 +681,45 @@ def test_a_two_hop_echo_is_rerooted_only_within_one_hops_lag() -> None:
     assert out["group_id"].nunique() == 1
 
 
+@pytest.mark.parametrize(
+    ("db_last_before", "expected"),
+    [
+        # db's group was quiet for 11 minutes when api's symptoms began: those symptoms did
+        # not come from it, and db's new fault alert a minute later is their cause.
+        (11.0, ["new", "repeat", "new", "reroot", "symptom"]),
+        # db's group alerted again 2 minutes before api's symptoms began: its new series
+        # is more of the trouble already there (rule 1).
+        (2.0, ["new", "repeat", "new", "root", "symptom"]),
+    ],
+)
+def test_a_fault_reroots_its_callers_young_symptoms_rather_than_its_own_quiet_group(
+    db_last_before: float, expected: list[str]
+) -> None:
+    # A memory alert on db, then (past the propagation bound) api's latency and, 47 s
+    # later, db's own memory fault: the fault's callers alerted first (CHAIN: web ->
+    # api -> db). Joining db's older group split the incident (max_hops=5 calm
+    # online-boutique seed 1: ContainerHighMemoryUsage on redis-cart, 14 minutes after a
+    # stray NodeMemoryHighUtilization there, left cartservice's 9 latency alerts and their
+    # callers in a group of their own).
+    rows = [
+        alert(0.0, "db", "NodeMemoryHighUtilization"),
+        alert(12.0 - db_last_before, "db", "NodeMemoryHighUtilization"),
+        alert(12.0, "api", LATENCY),
+        alert(12.8, "db", "ContainerHighMemoryUsage"),
+        alert(13.5, "web", ERRORS),
+    ]
+    out, result = run(rows, CHAIN)
+    assert list(out["reason"]) == expected
+    old, _, *incident = list(out["group_id"])
+    assert out["group_id"].iloc[1] == old
+    assert len(set(incident) - {old}) == 1
+    if expected[3] == "reroot":  # api's symptoms, db's fault and web's: one group
+        assert len(set(incident)) == 1 and old not in incident
+        assert result.groups.set_index("group_id").loc[incident[0], "root"] == "db"
+    else:  # the fault stays with db's trouble; api's and web's symptoms apart
+        assert out["group_id"].iloc[3] == old
+
+
 def test_where_causes_alert_late_symptoms_wait_that_long_for_their_cause() -> None:
     # db's own alert is a resource rule with `for: 5m`; its callers report at once. db
     # alerts 4 minutes after api's first symptom, when web (two hops up) has joined too.

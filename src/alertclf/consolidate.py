@@ -32,7 +32,10 @@ only by its relation *to the group's root*, never to an arbitrary member:
    directly and every member calls it within ``group_max_hops`` (fast estates). Where
    causes alert late (``cause_lateness_minutes``, learned per estate: resource rules
    with ``for:`` clauses under callers that alert at once), both bounds stretch to that
-   lateness: the cause is expected minutes after its symptoms;
+   lateness: the cause is expected minutes after its symptoms. Rule 3 goes before rule 1
+   for the young groups that began more than ``root_lag`` after the last alert of the
+   group rule 1 offers: that trouble was quiet when those symptoms began, and they had
+   not joined it (rule 2), so the new fault is theirs;
 4. a symptom series keeps following its cause: when a repeat finds that none of its
    service's dependencies has alerted in its group for ``path_quiet`` (two thirds of the
    window) while exactly one other open group has one alerting now, the series moves
@@ -701,6 +704,14 @@ class _Grouper:
             entry = None
             group = self._best_candidate(t, key, is_symptom, family, name)
             reason = "root" if group is not None and group.root == key else "symptom"
+            if reason == "root" and not is_symptom and key in self.index:
+                early = [
+                    g
+                    for g in self._early_groups(t, key)
+                    if g.start - group.last_seen > self.root_lag
+                ]
+                if early:
+                    group, reason = self._merge_under(early, key, family), "reroot"
             if group is None and is_symptom:
                 group = self._root_still_alerting_below(t, key)
                 reason = "detour"
@@ -1082,6 +1093,10 @@ class _Grouper:
     def _reroot(self, t: int, key: str, family: str) -> Group | None:
         """Young groups of symptoms, all on callers of ``key``, outran their cause:
         they become one group rooted at ``key`` (the oldest keeps its id)."""
+        return self._merge_under(self._early_groups(t, key), key, family)
+
+    def _early_groups(self, t: int, key: str) -> list[Group]:
+        """The young groups of symptoms that a fault on ``key`` explains (rule 3)."""
         direct = self.index.direct_callers(key)
         found: dict[str, Group] = {}
         for caller in self._alerting(direct):
@@ -1103,9 +1118,12 @@ class _Grouper:
             and g.root != key
             and self._echoes_of(key, g, direct, t)
         ]
+        early.sort(key=lambda g: (g.start, g.group_id))
+        return early
+
+    def _merge_under(self, early: list[Group], key: str, family: str) -> Group | None:
         if not early:
             return None
-        early.sort(key=lambda g: (g.start, g.group_id))
         survivor = early[0]
         self._close(survivor)
         for other in early[1:]:
