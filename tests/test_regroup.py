@@ -133,6 +133,23 @@ def test_batches_publish_revisions_of_earlier_alerts() -> None:
     assert not state.regroup.pending  # decided once, then forgotten
 
 
+def test_the_part_of_a_series_left_behind_by_follow_moves_with_the_whole_series() -> None:
+    # A ends at 20, B and the gateway's errors at 45. At minute 28 a repeat finds A quiet
+    # on its path, and the rest of the series follows B (consolidation's rule 4). The part
+    # left in A ended only because the series moved on: measured by its own last alert
+    # it ended 8 minutes after A and 17 before B, was not closer to B by the margin and
+    # was split off A; measured by the whole series' end it moves to B, in one batch and
+    # in 15-minute batches alike (storm train-ticket seed 2: ARI 0.877 -> 0.895).
+    alerts = two_incidents(a_ends=20, b_ends=45, gw_ends=45)
+    prepared = prepare_batch(alerts, CONTEXT, SETTINGS)
+    gw, _, in_b = groups_of(prepared)
+    assert "follow" in set(prepared.alerts.loc[gw.index, "group_reason"])
+    assert (gw == in_b).all()
+    combined, _, state = in_batches(alerts)
+    assert (combined.loc[combined["service"] == "gw", "group_id"] == in_b).all()
+    assert not state.regroup.pending
+
+
 def test_a_cause_that_alerts_after_its_symptom_is_a_candidate_within_the_lead() -> None:
     # B's root alerts 2.5 minutes after the gateway's first error (within 1.5 hops of
     # the default 2-minute lag); 4 minutes after, it cannot be what the gateway began
