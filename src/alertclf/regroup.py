@@ -490,10 +490,10 @@ def regroup(
 
 
 def _series_ends(pending: dict[tuple, list], window: int) -> dict[tuple, int]:
-    """Where a series went on in another group (consolidation's ``follow``: its trouble
-    ended under it while another below it went on), the last alert of the whole series
-    for each of its parts: the part left behind ended only because it moved, and it
-    began under the trouble the series went on with as often as not."""
+    """Where a series went on in another group within a window (consolidation's
+    ``follow``: its trouble went quiet under it while another below it went on), the
+    last alert of the whole series for each part but the last: one alert rule's firing
+    ends once, and the part left behind stopped only because the series moved."""
     parts: dict[tuple[str, str], list[tuple[int, int, str]]] = {}
     for (key, name, gid), entry in pending.items():
         parts.setdefault((key, name), []).append((entry[0], entry[1], gid))
