@@ -698,7 +698,7 @@ def test_a_fault_reroots_its_callers_young_symptoms_rather_than_its_own_quiet_gr
     # A memory alert on db, then (past the propagation bound) api's latency and, 47 s
     # later, db's own memory fault: the fault's callers alerted first (CHAIN: web ->
     # api -> db). Joining db's older group split the incident (max_hops=5 calm
-    # online-boutique seed 1: ContainerHighMemoryUsage on redis-cart, 14 minutes after a
+    # online-boutique seed 1: ContainerHighMemoryUsage on redis-cart, 12.5 minutes after a
     # stray NodeMemoryHighUtilization there, left cartservice's 9 latency alerts and their
     # callers in a group of their own).
     rows = [

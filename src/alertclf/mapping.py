@@ -298,13 +298,13 @@ def decoration_stages(name: str) -> list[str]:
     :func:`_strip_steps`), the whole name first; then the same with leading environment
     words removed first."""
     tokens = [t for t in _SEPARATORS.split(_service_part(_folded(name))) if t]
-    stages = ["-".join(step) for step in _strip_steps(tokens)]
+    stages = _stage_names(tokens)
     # Environment prefixes too, before any suffix: prod-edge-gateway-13.
     start = 0
     while start < len(tokens) - 1 and tokens[start] in _ENV_TOKENS:
         start += 1
     if start:
-        stages += ["-".join(step) for step in _strip_steps(tokens[start:])]
+        stages += _stage_names(tokens[start:])
     return list(dict.fromkeys(stages))
 
 
@@ -315,7 +315,10 @@ def first_label_stages(name: str) -> list[str]:
     labels = [label for label in _service_part(_folded(name)).split(".") if label.strip()]
     if len(labels) < 2:
         return []
-    tokens = [t for t in _SEPARATORS.split(labels[0]) if t]
+    return _stage_names([t for t in _SEPARATORS.split(labels[0]) if t])
+
+
+def _stage_names(tokens: list[str]) -> list[str]:
     return ["-".join(step) for step in _strip_steps(tokens)]
 
 

@@ -862,11 +862,10 @@ def _closer_end(
     current = roots.get(gid)
     if current is None or key not in index:
         return None
-    current_end = current[2]
-    if current[0] == key:  # the root's own symptom: measured from its fault alerts
-        if not current[6]:
-            return None
-        current_end = current[6]
+    # The root's own symptom is measured from its fault alerts (none known: it stays).
+    current_end = current[6] if current[0] == key else current[2]
+    if not current_end:
+        return None
     current_gap = _end_gap(last, current_end)
     slack = current_gap - gain
     if slack < 0:  # most series: they ended with their root
